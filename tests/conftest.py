@@ -1,0 +1,57 @@
+"""Shared fixtures: a real Redis (own database, flushed), the shared corpora, and system-package checks."""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import redis
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("WINNOW_SHARED_DIR", ROOT.parent / "shared"))
+DATASETS = SHARED / "datasets"
+TEST_REDIS_URL = os.environ.get("WINNOW_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+
+
+def require_datasets() -> Path:
+    """The shared corpora folder, or a skip that says why (a user's fresh clone has no ../shared)."""
+    if not (DATASETS / "youtube" / "youtube.jsonl").exists():
+        pytest.skip(f"shared datasets not found at {DATASETS}: these tests need ../shared/datasets beside the repo")
+    return DATASETS
+
+
+def require_program(name: str) -> str:
+    """Path of a system program; a clear skip without it, but a failure under CI (.ci/run installs it)."""
+    path = shutil.which(name)
+    if path:
+        return path
+    message = f"{name} is not installed (Debian package: apt-get install {name}); .ci/run installs it"
+    if os.environ.get("WINNOW_REQUIRE_SYSTEM_DEPS"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def datasets() -> Path:
+    return require_datasets()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    client = redis.Redis.from_url(TEST_REDIS_URL)
+    try:
+        client.ping()
+    except redis.ConnectionError:
+        pytest.fail(f"no Redis at {TEST_REDIS_URL}: start one (redis-server) or set WINNOW_TEST_REDIS_URL")
+    return TEST_REDIS_URL
+
+
+@pytest.fixture()
+def redis_client(redis_url):
+    """A client on the test database, flushed before and after each test."""
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    yield client
+    client.flushdb()
+    client.close()

@@ -1,0 +1,178 @@
+"""The one comment schema every part of Winnow speaks.
+
+A `Comment` is what a blog platform tells us about one submission. Validation happens once, here, and every
+error names the field it is about. Nothing in this module knows about HTTP, Redis or models.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import ipaddress
+from typing import Any, Mapping
+
+MAX_CONTENT_BYTES = 64 * 1024
+MAX_FIELD_CHARS = 2048
+MAX_POST_TEXT_CHARS = 64 * 1024
+
+COMMENT_TYPES = frozenset(
+    {"comment", "forum-post", "reply", "blog-post", "contact-form", "signup", "message", "trackback", "pingback"}
+)
+
+
+class ValidationError(ValueError):
+    """Input that does not fit the schema. `field` names the offending field (dotted for nested input)."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+    def to_dict(self) -> dict[str, str]:
+        return {"field": self.field, "message": self.message}
+
+
+class ContentTooLarge(ValidationError):
+    """Content over MAX_CONTENT_BYTES; the web face answers 413 for it."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Comment:
+    content: str
+    author: str = ""
+    author_email: str = ""
+    author_url: str = ""
+    user_ip: str = ""
+    user_agent: str = ""
+    referrer: str = ""
+    permalink: str = ""
+    comment_type: str = "comment"
+    site: str = ""
+    language: str = ""
+    created_at: str = ""  # ISO 8601, normalised to UTC when an offset is given
+    post_title: str = ""
+    post_text: str = ""
+    honeypot: bool | None = None  # True when the site's hidden honeypot field was filled in
+    time_to_submit: float | None = None  # seconds between page render and submit, when the site measures it
+    user_role: str = ""  # e.g. "administrator"; trusted roles are answered ham by the service
+
+    @classmethod
+    def from_dict(cls, data: Any, *, prefix: str = "") -> "Comment":
+        """Build a Comment from JSON-like input, raising ValidationError naming the first bad field.
+
+        Unknown keys are refused so a typo in a field name is reported rather than silently ignored.
+        """
+        if not isinstance(data, Mapping):
+            raise ValidationError(prefix.rstrip(".") or "body", "must be a JSON object")
+        known = {f.name for f in dataclasses.fields(cls)}
+        aliases = {"comment_content": "content", "comment_author": "author", "comment_author_email": "author_email",
+                   "comment_author_url": "author_url", "blog_lang": "language", "lang": "language"}
+        values: dict[str, Any] = {}
+        for key, value in data.items():
+            name = aliases.get(key, key)
+            if name not in known:
+                raise ValidationError(prefix + str(key), "unknown field")
+            values[name] = value
+        if "content" not in values:
+            raise ValidationError(prefix + "content", "is required")
+        out: dict[str, Any] = {}
+        for name, value in values.items():
+            out[name] = _clean(name, value, prefix)
+        return cls(**out)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict without empty optional fields (round-trips through from_dict)."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if v is None or v == "" or (f.name == "comment_type" and v == "comment"):
+                continue
+            out[f.name] = v
+        out.setdefault("content", self.content)
+        return out
+
+    def replace(self, **changes: Any) -> "Comment":
+        return dataclasses.replace(self, **changes)
+
+
+def _clean(name: str, value: Any, prefix: str) -> Any:
+    field = prefix + name
+    if name == "honeypot":
+        if value is None or isinstance(value, bool):
+            return value
+        raise ValidationError(field, "must be true, false or null")
+    if name == "time_to_submit":
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValidationError(field, "must be a number of seconds")
+        if value < 0 or value != value or value > 10**9:
+            raise ValidationError(field, "must be a non-negative number of seconds")
+        return float(value)
+    if value is None:
+        value = ""
+    if not isinstance(value, str):
+        raise ValidationError(field, "must be a string")
+    if "\x00" in value:
+        raise ValidationError(field, "must not contain NUL characters")
+    if name == "content":
+        if len(value.encode("utf-8", "surrogatepass")) > MAX_CONTENT_BYTES:
+            raise ContentTooLarge(field, f"is larger than {MAX_CONTENT_BYTES} bytes")
+        _check_encodable(field, value)
+        return value
+    if name == "post_text":
+        if len(value) > MAX_POST_TEXT_CHARS:
+            raise ValidationError(field, f"is longer than {MAX_POST_TEXT_CHARS} characters")
+        _check_encodable(field, value)
+        return value
+    if len(value) > MAX_FIELD_CHARS:
+        raise ValidationError(field, f"is longer than {MAX_FIELD_CHARS} characters")
+    _check_encodable(field, value)
+    value = value.strip()
+    if name == "user_ip" and value:
+        try:
+            value = str(ipaddress.ip_address(value))
+        except ValueError:
+            raise ValidationError(field, "is not an IPv4 or IPv6 address") from None
+    elif name == "author_email" and value:
+        if "@" not in value or any(c.isspace() for c in value):
+            raise ValidationError(field, "is not an email address")
+    elif name == "comment_type":
+        value = value.lower() or "comment"
+        if len(value) > 64:
+            raise ValidationError(field, "is longer than 64 characters")
+    elif name == "created_at" and value:
+        value = parse_timestamp(value, field)
+    elif name == "user_role":
+        value = value.lower()
+    return value
+
+
+def _check_encodable(field: str, value: str) -> None:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValidationError(field, "is not valid UTF-8 text (lone surrogate)") from None
+
+
+def parse_timestamp(value: str, field: str = "created_at") -> str:
+    """Parse ISO 8601 (a trailing Z allowed) and return it in ISO form, converted to UTC when it has an offset."""
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    try:
+        ts = _dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise ValidationError(field, "is not an ISO 8601 timestamp") from None
+    if ts.tzinfo is not None:
+        ts = ts.astimezone(_dt.timezone.utc)
+    return ts.isoformat()
+
+
+LABELS = ("ham", "spam")
+
+
+def parse_label(value: Any, field: str = "label") -> str:
+    """'spam' or 'ham' (case-insensitive); anything else is a ValidationError naming `field`."""
+    if isinstance(value, str) and value.strip().lower() in LABELS:
+        return value.strip().lower()
+    raise ValidationError(field, "must be \"spam\" or \"ham\"")

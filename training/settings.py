@@ -1,0 +1,91 @@
+"""Typed settings, read from the environment once.
+
+Every `WINNOW_*` variable is parsed here and nowhere else; tests build a Settings directly. Defaults are safe for
+a single machine; a deployment with several machines sets WINNOW_SECRET_KEY to the same value everywhere.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import secrets
+from pathlib import Path
+from typing import Mapping
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _bool(value: str) -> bool:
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    secret_key: str = ""  # HMAC key for model artifacts and console sessions; see load_secret()
+    data_dir: Path = ROOT / "var"
+    models_dir: Path = ROOT / "models"
+    # Verdict thresholds (per-site overrides live in Redis). Scores are calibrated spam probabilities.
+    unsure_threshold: float = 0.5
+    spam_threshold: float = 0.9
+    discard_threshold: float = 0.99
+    retention_days: int = 30
+    rate_limit: str = "600/minute"  # per key; flask-limiter syntax
+    # Learning loop
+    retrain_after_labels: int = 50
+    retrain_after_overturns: int = 10
+    retrain_cron: str = "0 3 * * *"  # nightly at 03:00 UTC
+    gate_mcc_tolerance: float = 0.01
+    keep_versions: int = 10
+    model_poll_seconds: float = 0.5
+    use_starter_corpora: bool = False
+    queue_name: str = "winnow"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> "Settings":
+        env = os.environ if env is None else env
+        values: dict = {}
+        url = env.get("WINNOW_REDIS_URL") or env.get("REDIS_URL")
+        if url:
+            values["redis_url"] = url
+        for field in dataclasses.fields(cls):
+            key = "WINNOW_" + field.name.upper()
+            if key not in env or field.name == "redis_url":
+                continue
+            raw = env[key]
+            default = field.default
+            if isinstance(default, bool):
+                values[field.name] = _bool(raw)
+            elif isinstance(default, int):
+                values[field.name] = int(raw)
+            elif isinstance(default, float):
+                values[field.name] = float(raw)
+            elif isinstance(default, Path):
+                values[field.name] = Path(raw)
+            else:
+                values[field.name] = raw
+        values.update(overrides)
+        settings = cls(**values)
+        if not settings.secret_key:
+            settings = dataclasses.replace(settings, secret_key=load_secret(settings.data_dir))
+        return settings
+
+
+def load_secret(data_dir: Path) -> str:
+    """The deployment secret for a single machine: made once, kept in var/secret_key with mode 0600.
+
+    Several machines must share WINNOW_SECRET_KEY instead, or each would refuse the others' model artifacts.
+    """
+    path = Path(data_dir) / "secret_key"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_hex(32)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process of this deployment made it first
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as fh:
+        fh.write(key + "\n")
+    return key
