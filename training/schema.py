@@ -19,6 +19,11 @@ COMMENT_TYPES = frozenset(
 )
 
 
+# Names other systems use for our fields (Akismet and WordPress spell them this way).
+ALIASES = {"comment_content": "content", "comment_author": "author", "comment_author_email": "author_email",
+           "comment_author_url": "author_url", "blog_lang": "language", "lang": "language"}
+
+
 class ValidationError(ValueError):
     """Input that does not fit the schema. `field` names the offending field (dotted for nested input)."""
 
@@ -64,19 +69,22 @@ class Comment:
         if not isinstance(data, Mapping):
             raise ValidationError(prefix.rstrip(".") or "body", "must be a JSON object")
         known = {f.name for f in dataclasses.fields(cls)}
-        aliases = {"comment_content": "content", "comment_author": "author", "comment_author_email": "author_email",
-                   "comment_author_url": "author_url", "blog_lang": "language", "lang": "language"}
         values: dict[str, Any] = {}
+        given_as: dict[str, str] = {}
         for key, value in data.items():
-            name = aliases.get(key, key)
+            name = ALIASES.get(key, key)
             if name not in known:
                 raise ValidationError(prefix + str(key), "unknown field")
+            if name in given_as:
+                # An alias and its field together would let one silently override the other.
+                raise ValidationError(prefix + str(key), f"given twice (also as {given_as[name]!r})")
+            given_as[name] = str(key)
             values[name] = value
-        if "content" not in values:
-            raise ValidationError(prefix + "content", "is required")
+        if values.get("content") is None:
+            raise ValidationError(prefix + given_as.get("content", "content"), "is required")
         out: dict[str, Any] = {}
         for name, value in values.items():
-            out[name] = _clean(name, value, prefix)
+            out[name] = _clean(name, value, prefix + given_as[name])
         return cls(**out)
 
     def to_dict(self) -> dict[str, Any]:
@@ -94,8 +102,8 @@ class Comment:
         return dataclasses.replace(self, **changes)
 
 
-def _clean(name: str, value: Any, prefix: str) -> Any:
-    field = prefix + name
+def _clean(name: str, value: Any, field: str) -> Any:
+    """The checked, normalised value of field `name`; errors are reported under `field`, the key as sent."""
     if name == "honeypot":
         if value is None or isinstance(value, bool):
             return value
@@ -134,7 +142,8 @@ def _clean(name: str, value: Any, prefix: str) -> Any:
         except ValueError:
             raise ValidationError(field, "is not an IPv4 or IPv6 address") from None
     elif name == "author_email" and value:
-        if "@" not in value or any(c.isspace() for c in value):
+        local, at, domain = value.rpartition("@")
+        if not (local and at and domain) or any(c.isspace() for c in value):
             raise ValidationError(field, "is not an email address")
     elif name == "comment_type":
         value = value.lower() or "comment"
