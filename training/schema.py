@@ -138,9 +138,12 @@ def _clean(name: str, value: Any, field: str) -> Any:
     value = value.strip()
     if name == "user_ip" and value:
         try:
-            value = str(ipaddress.ip_address(value))
+            ip = ipaddress.ip_address(value)
         except ValueError:
             raise ValidationError(field, "is not an IPv4 or IPv6 address") from None
+        # A dual-stack server reports IPv4 clients as ::ffff:a.b.c.d; they are the same client as a.b.c.d.
+        mapped = getattr(ip, "ipv4_mapped", None)
+        value = str(mapped or ip)
     elif name == "author_email" and value:
         local, at, domain = value.rpartition("@")
         if not (local and at and domain) or any(c.isspace() for c in value):
