@@ -6,20 +6,37 @@ the same database, so one REDIS_URL serves a deployment. Add new keys here, neve
 PREFIX = "winnow:"
 
 # API keys and tokens (stored hashed)
-KEY = PREFIX + "key:{digest}"                 # hash: role, site, created_at, revoked, label
+KEY = PREFIX + "key:{digest}"                 # hash: id, role, site, name, created_at, revoked
 KEYS_INDEX = PREFIX + "keys"                  # set of digests
+KEY_IDS = PREFIX + "keyids"                   # hash: public key id -> digest
 SITE = PREFIX + "site:{site}"                 # hash: per-site settings (thresholds, shadow mode, unsure policy)
 
 # Checked comments (retention-limited) and the moderation queue
 CHECK = PREFIX + "check:{id}"                 # hash: the comment, verdict, score, site, created_at
-QUEUE = PREFIX + "queue:{site}"               # zset: unlabelled check ids by uncertainty
+# {verdict} is all|ham|unsure|spam and {site} a site URL or "*" for every site (never a URL, so never ambiguous)
+QUEUE = PREFIX + "queue:{verdict}:{site}"     # zset: unlabelled check ids by |score - 0.5|
+QUEUE_BY_TIME = PREFIX + "queue-time"         # zset: queued check ids by check time, to trim expired ones
 
 # Labels and their audit trail
-LABEL = PREFIX + "label:{site}:{id}"          # hash: the labelled comment and its current label
-LABELS_BY_TIME = PREFIX + "labels:{site}"     # zset: label ids by time
-LABEL_AUDIT = PREFIX + "audit:{site}:{id}"    # list: who, when, from, to
+# Label ids are global (a labelled check keeps its check id), so the site lives in the hash, not the key name.
+LABEL = PREFIX + "label:{id}"                 # hash: the labelled comment and its current label
+LABELS_BY_TIME = PREFIX + "labels:{label}:{site}"  # zset: label ids by time; {label} all|ham|spam, {site} URL or "*"
+LABEL_AUDIT = PREFIX + "audit:{id}"           # list of JSON: who, when, from, to
+OVERTURNS = PREFIX + "overturns"              # zset: label ids that contradict their check's verdict, by time
 
 # Model registry
 MODEL_VERSION = PREFIX + "model:version:{version}"  # hash: artifact bytes, metadata JSON, signature
 MODEL_VERSIONS = PREFIX + "model:versions"          # zset: versions by creation time
 MODEL_CURRENT = PREFIX + "model:current"            # string: the serving version
+MODEL_SEQ = PREFIX + "model:seq"                    # counter: version numbers
+MODEL_HISTORY = PREFIX + "model:history"            # list (newest first): promotions, rollbacks, rejections as JSON
+MODEL_BOOTSTRAP_LOCK = PREFIX + "model:bootstrap"   # lock: one process seeds an empty registry from the starter
+
+# Learning loop (retrain single flight, triggers, run records)
+RETRAIN_LOCK = PREFIX + "retrain:lock"              # lock held while a retrain runs (extended by a heartbeat)
+RETRAIN_ACTIVE = PREFIX + "retrain:active"          # string: id of the queued or running retrain job
+RETRAIN_PENDING = PREFIX + "retrain:pending"        # JSON: the one follow-up asked for while a retrain runs
+RETRAIN_SEQ = PREFIX + "retrain:seq"                # counter: retrain job ids
+RETRAIN_RUNS = PREFIX + "retrain:runs"              # list (newest first): every retrain run's record as JSON
+RETRAIN_NEW_LABELS = PREFIX + "retrain:new_labels"  # counter: labels since the last retrain started
+RETRAIN_OVERTURNS = PREFIX + "retrain:overturns"    # counter: overturned verdicts since the last retrain started
