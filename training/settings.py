@@ -29,6 +29,11 @@ class Settings:
     spam_threshold: float = 0.9
     discard_threshold: float = 0.99
     retention_days: int = 30
+    # Roles sent with a comment (user_role) that are answered ham; comma-separated, per-site overrides in Redis.
+    trusted_roles: str = "administrator,editor,author,moderator,owner"
+    write_buffer_size: int = 10000  # checked comments held in memory per process while Redis is unreachable
+    auth_cache_seconds: float = 5.0  # how long a key lookup is reused in-process (revocation applies within this)
+    site_cache_seconds: float = 5.0  # how long per-site settings are reused in-process
     rate_limit: str = "600/minute"  # per key; flask-limiter syntax
     # Learning loop
     retrain_after_labels: int = 50
@@ -39,6 +44,7 @@ class Settings:
     model_poll_seconds: float = 0.5
     use_starter_corpora: bool = False
     queue_name: str = "winnow"
+    retrain_lock_seconds: int = 20  # a killed retrain frees its lock this long after its last heartbeat
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> "Settings":
