@@ -40,3 +40,6 @@ RETRAIN_SEQ = PREFIX + "retrain:seq"                # counter: retrain job ids
 RETRAIN_RUNS = PREFIX + "retrain:runs"              # list (newest first): every retrain run's record as JSON
 RETRAIN_NEW_LABELS = PREFIX + "retrain:new_labels"  # counter: labels since the last retrain started
 RETRAIN_OVERTURNS = PREFIX + "retrain:overturns"    # counter: overturned verdicts since the last retrain started
+
+# Akismet protocol usage, per site key and calendar month (UTC), for /1.2/key-sites and /1.2/usage-limit
+AKISMET_USAGE = PREFIX + "akismet:usage:{key_id}:{month}"  # hash: "{counter}:{site}" -> count
