@@ -43,3 +43,6 @@ RETRAIN_OVERTURNS = PREFIX + "retrain:overturns"    # counter: overturned verdic
 
 # Akismet protocol usage, per site key and calendar month (UTC), for /1.2/key-sites and /1.2/usage-limit
 AKISMET_USAGE = PREFIX + "akismet:usage:{key_id}:{month}"  # hash: "{counter}:{site}" -> count
+
+# Console activity charts
+ACTIVITY = PREFIX + "activity:{day}"          # hash per UTC day: checks|site, verdict:v|site, labels|site, by|site|who
