@@ -45,6 +45,8 @@ class Settings:
     use_starter_corpora: bool = False
     queue_name: str = "winnow"
     retrain_lock_seconds: int = 20  # a killed retrain frees its lock this long after its last heartbeat
+    # Console session cookie: Secure always when true; otherwise Secure whenever the request itself came over https.
+    secure_cookies: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> "Settings":
