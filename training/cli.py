@@ -21,6 +21,8 @@ COMMANDS: list[tuple[str, str]] = [
     ("train", "training.cli"),
     ("evaluate", "training.cli"),
     ("score", "training.cli"),
+    ("models", "training.models_cli"),
+    ("retrain", "training.models_cli"),
 ]
 
 STARTER_NAME = "starter"  # `--model starter` means the shipped starter model

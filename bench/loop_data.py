@@ -1,0 +1,64 @@
+"""Labelled comments for exercising the learning loop: a synthetic spam campaign the starter model cannot know,
+and texts resampled from the shared corpora for sizing runs.
+
+The campaign is made of ordinary-looking sentences whose only tell is a made-up product name, so a model can only
+call it spam after moderators taught it to.
+"""
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Iterator
+
+from training.schema import Comment
+
+TOPICS = ["sourdough starters", "the new bike lanes", "your garden photos", "the chess opening", "this recipe",
+          "the library renovation", "the hiking trail", "the conference talk", "your cat", "the book review",
+          "the tax explanation", "the guitar lesson", "the bird feeder", "the city council vote", "the knitting pattern"]
+OPENERS = ["I loved the part about", "Thanks for writing about", "Really useful notes on", "My family enjoyed",
+           "Great explanation of", "I never thought much about", "We tried what you said about",
+           "Could you write more on", "Interesting take on", "I shared your post about"]
+CLOSERS = ["thanks!", "keep it up.", "see you next week.", "looking forward to more.", "very helpful.",
+           "my neighbour agrees.", "nice work.", "cheers.", "well written.", "bookmarked."]
+CAMPAIGN = ["glimmerwave tonic", "glimmerwave drops", "glimmerwave capsules"]
+CAMPAIGN_TAILS = ["changed my life", "is what I use now", "works better than anything", "try it today",
+                  "my aunt swears by it", "is on sale this week"]
+
+
+def campaign(n: int, seed: int = 0, start: int = 0) -> Iterator[tuple[Comment, str]]:
+    """n comments, about half ham about everyday topics and half spam pushing the made-up campaign."""
+    rng = random.Random(seed)
+    for i in range(start, start + n):
+        who = f"reader{rng.randrange(10**6)}"
+        if i % 2:
+            text = f"{rng.choice(OPENERS)} {rng.choice(TOPICS)}, {rng.choice(CAMPAIGN)} {rng.choice(CAMPAIGN_TAILS)}"
+            label = "spam"
+        else:
+            text = f"{rng.choice(OPENERS)} {rng.choice(TOPICS)}, {rng.choice(CLOSERS)}"
+            label = "ham"
+        yield Comment(content=f"{text} #{i}", author=who, author_email=f"{who}@example.org"), label
+
+
+def corpus_texts(datasets: Path) -> list[tuple[str, str]]:
+    """(text, label) from the shared corpora, without fields that leak the label."""
+    out: list[tuple[str, str]] = []
+    for name in ("youtube", "sms-spam", "spamassassin"):
+        path = Path(datasets) / name / f"{name}.jsonl"
+        if not path.exists():
+            continue
+        with path.open() as fh:
+            for line in fh:
+                row = json.loads(line)
+                text = (row.get("text") or row.get("body") or "")[:4000]
+                if text.strip() and row.get("label") in ("spam", "ham"):
+                    out.append((text, row["label"]))
+    return out
+
+
+def resampled(texts: list[tuple[str, str]], n: int, seed: int = 0) -> Iterator[tuple[Comment, str]]:
+    """n comments drawn with replacement from `texts`, each made distinct by a small suffix."""
+    rng = random.Random(seed)
+    for i in range(n):
+        text, label = texts[rng.randrange(len(texts))]
+        yield Comment(content=f"{text} [{i}]"), label

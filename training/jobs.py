@@ -1,0 +1,608 @@
+"""The learning loop's RQ jobs as plain functions: retrain behind a champion/challenger gate, and its triggers.
+
+A retrain never runs twice at once (a Redis lock plus one in-flight job id), a retrain asked for while one runs
+becomes exactly one follow-up, and a retrain that dies half way leaves the serving model untouched.
+Nothing here imports Flask; web handlers and the CLI call enqueue_retrain / job_status, workers run retrain.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import redis as redis_lib
+from rq import Queue, Retry
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus, get_current_job
+from rq.job_lifecycle import record_job_failure
+from rq.registry import StartedJobRegistry
+
+from training import rediskeys as keys
+from training.registry import Registry, _text
+from training.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Job options, set explicitly rather than inherited from rq's defaults.
+JOB_TIMEOUT = 1800          # seconds; a 1M-label retrain takes a few minutes
+RESULT_TTL = 7 * 86400      # finished retrains stay visible at GET /api/v1/jobs/<id> for a week
+FAILURE_TTL = 30 * 86400
+RETRY_INTERVALS = [10, 30, 60]
+JOB_PREFIX = "retrain-"
+
+# The gate's evaluation plan.
+HOLDOUT_FRACTION = 0.2      # newest share of labels held out
+CV_BELOW = 200              # fewer labels than this: stratified cross-validation instead of a holdout
+CV_FOLDS = 5
+MIN_EVAL = 10               # fewer new labels than this cannot tell two models apart: skip
+MIN_PER_CLASS = 2
+BASE_WEIGHT = 0.25          # per-example weight of the starter corpora, always below a site label's 1.0
+RUNS_KEPT = 200
+
+WAITING = {JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED, JobStatus.CREATED}
+
+
+class RetrainBusy(RuntimeError):
+    """Another retrain holds the lock; rq retries this job with backoff."""
+
+
+class LostLock(RuntimeError):
+    """The lock lease ran out mid-run (a stalled process): refuse to promote, another run may own the loop now."""
+
+
+# ---- triggers ------------------------------------------------------------------------------------------------------
+def enqueue_retrain(redis: redis_lib.Redis, settings: Settings, reason: str = "manual", by: str | None = None,
+                    site: str | None = None) -> str:
+    """Ask for a retrain and return its job id.
+
+    While a retrain waits in the queue, asking again returns that job's id (it will read the new labels anyway);
+    while one runs, the first ask books exactly one follow-up run and every later ask returns the same id.
+    """
+    recover_abandoned(redis, settings)
+    queue = Queue(settings.queue_name, connection=redis)
+
+    def decide(pipe, active, pending):
+        state = _flight_state(redis, active)
+        if state == "waiting":
+            return active
+        if state == "running":
+            if pending is not None:
+                return json.loads(pending)["job_id"]
+            job_id = _next_job_id(redis)
+            pipe.multi()
+            pipe.set(keys.RETRAIN_PENDING, json.dumps(
+                {"job_id": job_id, "reason": reason, "by": by, "site": site, "after": active,
+                 "asked_at": time.time()}))
+            return job_id
+        # Nothing in flight: a follow-up stranded by a failed run keeps its promised id.
+        spec = json.loads(pending) if pending is not None else {}
+        job_id = spec.get("job_id") or _next_job_id(redis)
+        pipe.multi()
+        pipe.set(keys.RETRAIN_ACTIVE, job_id)
+        pipe.delete(keys.RETRAIN_PENDING)
+        _enqueue(queue, job_id, site=spec.get("site", site), reason=spec.get("reason", reason),
+                 by=spec.get("by", by), pipeline=pipe)
+        log.info("retrain %s enqueued (%s)", job_id, reason)
+        return job_id
+
+    return _in_flight_transaction(redis, decide)
+
+
+def _in_flight_transaction(redis: redis_lib.Redis, decide):
+    """Run decide(pipe, active_id, pending_json) under WATCH of the in-flight keys, retrying when they move.
+
+    `decide` reads, then either returns without queueing commands or calls pipe.multi() and queues its writes;
+    both in-flight keys change only through here, so a run finishing and a new ask can never interleave.
+    """
+    while True:
+        with redis.pipeline() as pipe:
+            try:
+                pipe.watch(keys.RETRAIN_ACTIVE, keys.RETRAIN_PENDING)
+                result = decide(pipe, _text(pipe.get(keys.RETRAIN_ACTIVE)), pipe.get(keys.RETRAIN_PENDING))
+                if pipe.explicit_transaction:
+                    pipe.execute()
+                return result
+            except redis_lib.WatchError:
+                continue
+
+
+def maybe_trigger_retrain(redis: redis_lib.Redis, settings: Settings, new_labels: int = 0,
+                          overturns: int = 0) -> str | None:
+    """Count labels and overturned verdicts; enqueue a retrain each time a threshold is crossed.
+
+    Called after every stored label, so the common path is two INCRBYs in one round trip.
+    """
+    with redis.pipeline(transaction=False) as pipe:
+        pipe.incrby(keys.RETRAIN_NEW_LABELS, max(0, int(new_labels)))
+        pipe.incrby(keys.RETRAIN_OVERTURNS, max(0, int(overturns)))
+        labels_now, overturns_now = pipe.execute()
+    why = []
+    if _crossed(labels_now, new_labels, settings.retrain_after_labels):
+        why.append(f"{labels_now} new labels")
+    if _crossed(overturns_now, overturns, settings.retrain_after_overturns):
+        why.append(f"{overturns_now} overturned verdicts")
+    if not why:
+        return None
+    return enqueue_retrain(redis, settings, reason="after " + " and ".join(why), by="auto")
+
+
+def _crossed(total: int, added: int, threshold: int) -> bool:
+    # Every multiple of the threshold asks again: if a retrain is already queued or running the ask is coalesced,
+    # and if an earlier ask was lost the next multiple still fires.
+    if threshold <= 0 or added <= 0:
+        return False
+    return total // threshold > (total - added) // threshold
+
+
+def scheduled_retrain() -> str:
+    """The clock's periodic entry: asks for a retrain through the same single-flight path as everyone else."""
+    job = get_current_job()
+    settings = Settings.from_env()
+    redis = job.connection if job is not None else redis_lib.Redis.from_url(settings.redis_url)
+    return enqueue_retrain(redis, settings, reason="schedule", by="clock")
+
+
+def recover_retrain() -> str | None:
+    """The clock's minutely check: re-runs a retrain whose worker died, or a follow-up a failed run stranded."""
+    job = get_current_job()
+    settings = Settings.from_env()
+    redis = job.connection if job is not None else redis_lib.Redis.from_url(settings.redis_url)
+    recovered = recover_abandoned(redis, settings)
+    if recovered is None and redis.exists(keys.RETRAIN_PENDING):
+        active = _text(redis.get(keys.RETRAIN_ACTIVE))
+        if _flight_state(redis, active) is None:
+            return enqueue_retrain(redis, settings, reason="stranded follow-up", by="clock")
+    return recovered
+
+
+def recover_abandoned(redis: redis_lib.Redis, settings: Settings) -> str | None:
+    """Requeue the in-flight retrain when its worker died mid-run (the job says started but nobody holds the lock).
+
+    rq would notice too, but only when the dead execution's heartbeat expires and some worker runs its maintenance
+    (every 10 minutes); this is checked on every trigger and by the clock every minute. Returns the requeued id.
+    """
+    active = _text(redis.get(keys.RETRAIN_ACTIVE))
+    if not active or redis.exists(keys.RETRAIN_LOCK):
+        return None
+    try:
+        job = Job.fetch(active, connection=redis)
+    except NoSuchJobError:
+        return None
+    if job.get_status(refresh=False) != JobStatus.STARTED:
+        return None
+    began = job.started_at or job.enqueued_at
+    if began is None or time.time() - began.timestamp() < settings.retrain_lock_seconds + 10:
+        return None  # it may not have taken the lock yet
+    queue = Queue(job.origin or settings.queue_name, connection=redis)
+    started_registry = StartedJobRegistry(queue=queue)
+    stale = [f"{jid}:{eid}" for jid, eid in started_registry.get_job_and_execution_ids(cleanup=False) if jid == active]
+    with redis.pipeline() as pipe:
+        if stale:
+            pipe.zrem(started_registry.key, *stale)
+        if job.retries_left:
+            job.retries_left -= 1
+            job.meta["recoveries"] = int(job.meta.get("recoveries", 0)) + 1
+            job.meta.update(stage="requeued after its worker died", progress=0.0)
+            job.save_meta()
+            pipe.lrem(queue.key, 0, job.id)  # never twice in the queue
+            queue.enqueue_job(job, pipeline=pipe)
+            log.warning("retrain %s was abandoned by a dead worker; requeued (%s retries left)", active,
+                        job.retries_left)
+            outcome = active
+        else:
+            record_job_failure(job, "worker died mid-retrain and no retries are left", pipe)
+            log.error("retrain %s was abandoned by a dead worker and has no retries left", active)
+            outcome = None
+        pipe.execute()
+    return outcome
+
+
+def job_status(redis: redis_lib.Redis, job_id: str) -> dict | None:
+    """What GET /api/v1/jobs/<id> shows: status, progress and the result or error; None for an unknown id."""
+    pending = redis.get(keys.RETRAIN_PENDING)
+    if pending is not None:
+        spec = json.loads(pending)
+        if spec.get("job_id") == job_id:
+            return {"id": job_id, "status": "pending", "progress": 0.0,
+                    "stage": f"waits for retrain {spec.get('after')} to finish", "reason": spec.get("reason"),
+                    "requested_by": spec.get("by"), "enqueued_at": None, "started_at": None, "ended_at": None,
+                    "result": None, "error": None}
+    try:
+        job = Job.fetch(job_id, connection=redis)
+    except NoSuchJobError:
+        return None
+    status = job.get_status(refresh=False)
+    meta = job.get_meta(refresh=False)
+    out: dict[str, Any] = {
+        "id": job.id, "status": status.value if status else "unknown", "function": job.func_name,
+        "progress": meta.get("progress", 1.0 if status == JobStatus.FINISHED else 0.0),
+        "stage": meta.get("stage"), "reason": job.kwargs.get("reason"),
+        "requested_by": job.kwargs.get("requested_by"),
+        "enqueued_at": _iso(job.enqueued_at), "started_at": _iso(job.started_at), "ended_at": _iso(job.ended_at),
+        "retries_left": job.retries_left, "result": None, "error": None,
+    }
+    if status == JobStatus.FINISHED:
+        out["result"] = job.return_value()
+    elif status == JobStatus.FAILED:
+        exc = job.exc_info or ""
+        out["error"] = exc.strip().splitlines()[-1] if exc.strip() else "failed"
+    return out
+
+
+def recent_runs(redis: redis_lib.Redis, limit: int = 20) -> list[dict]:
+    return [json.loads(raw) for raw in redis.lrange(keys.RETRAIN_RUNS, 0, max(0, limit - 1))]
+
+
+def _iso(value) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _next_job_id(redis: redis_lib.Redis) -> str:
+    return f"{JOB_PREFIX}{int(redis.incr(keys.RETRAIN_SEQ))}"
+
+
+def _flight_state(redis: redis_lib.Redis, job_id: str | None) -> str | None:
+    """'waiting' (queued, scheduled for a retry), 'running', or None when nothing is in flight."""
+    if not job_id:
+        return None
+    try:
+        job = Job.fetch(job_id, connection=redis)
+    except NoSuchJobError:
+        return None
+    status = job.get_status(refresh=False)
+    if status in WAITING:
+        return "waiting"
+    if status == JobStatus.STARTED:
+        return "running"
+    return None
+
+
+def _enqueue(queue: Queue, job_id: str, *, site, reason, by, pipeline=None) -> Job:
+    return queue.enqueue(
+        retrain, kwargs={"site": site, "reason": reason, "requested_by": by}, job_id=job_id,
+        job_timeout=JOB_TIMEOUT, result_ttl=RESULT_TTL, failure_ttl=FAILURE_TTL,
+        retry=Retry(max=len(RETRY_INTERVALS), interval=list(RETRY_INTERVALS)),
+        description=f"retrain ({reason})", meta={"stage": "queued", "progress": 0.0}, pipeline=pipeline)
+
+
+def _finish_flight(redis: redis_lib.Redis, settings: Settings, job_id: str) -> str | None:
+    """Close this run's flight; when a follow-up was asked for meanwhile, enqueue exactly that one."""
+    queue = Queue(settings.queue_name, connection=redis)
+
+    def decide(pipe, active, pending):
+        pipe.multi()
+        if pending is not None:
+            spec = json.loads(pending)
+            pipe.set(keys.RETRAIN_ACTIVE, spec["job_id"])
+            pipe.delete(keys.RETRAIN_PENDING)
+            _enqueue(queue, spec["job_id"], site=spec.get("site"), reason=f"follow-up: {spec.get('reason')}",
+                     by=spec.get("by"), pipeline=pipe)
+            return spec["job_id"]
+        if active == job_id:
+            pipe.delete(keys.RETRAIN_ACTIVE)
+        return None
+
+    return _in_flight_transaction(redis, decide)
+
+
+# ---- the job -------------------------------------------------------------------------------------------------------
+def retrain(site: str | None = None, reason: str = "manual", requested_by: str | None = None) -> dict:
+    """The RQ job: retrain from the stored labels, gate, record; then run the one follow-up if one was asked for."""
+    job = get_current_job()
+    settings = Settings.from_env()
+    redis = job.connection if job is not None else redis_lib.Redis.from_url(settings.redis_url)
+    result = run_retrain(redis, settings, site=site, reason=reason, requested_by=requested_by, job=job)
+    if job is not None:
+        follow_up = _finish_flight(redis, settings, job.id)
+        if follow_up:
+            result["follow_up"] = follow_up
+    return result
+
+
+def run_retrain(redis: redis_lib.Redis, settings: Settings, *, site: str | None = None, reason: str = "manual",
+                requested_by: str | None = None, job: Job | None = None) -> dict:
+    """One retrain under the lock, callable without rq (the CLI's --now, benchmarks). Returns the run record."""
+    lease = _Lease(redis, settings.retrain_lock_seconds)
+    _progress(job, "waiting for the retrain lock", 0.0)
+    if not lease.acquire(wait=settings.retrain_lock_seconds + 5):
+        raise RetrainBusy("another retrain holds the lock")
+    try:
+        # Labels counted from here on belong to the next retrain.
+        with redis.pipeline(transaction=False) as pipe:
+            pipe.set(keys.RETRAIN_NEW_LABELS, 0)
+            pipe.set(keys.RETRAIN_OVERTURNS, 0)
+            pipe.execute()
+        return _Retrain(redis, settings, lease, job, site, reason, requested_by).run()
+    finally:
+        lease.release()
+
+
+@dataclass
+class _Examples:
+    comments: list
+    y: np.ndarray
+    t: np.ndarray
+    base_comments: list = field(default_factory=list)
+    base_y: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int8))
+
+
+class _Retrain:
+    def __init__(self, redis, settings: Settings, lease: "_Lease", job, site, reason, requested_by):
+        self.redis = redis
+        self.settings = settings
+        self.lease = lease
+        self.job = job
+        self.site = site
+        self.reason = reason
+        self.requested_by = requested_by
+        self.registry = Registry.from_settings(redis, settings)
+        self.started = time.time()
+        self.timings: dict[str, float] = {}
+        self.record: dict[str, Any] = {
+            "job_id": job.id if job is not None else None, "reason": reason, "requested_by": requested_by,
+            "site": site, "started_at": self.started,
+        }
+
+    def run(self) -> dict:
+        from training import artifacts
+
+        champion_version = self.registry.bootstrap()
+        champion_info = self.registry.get(champion_version)
+        self.record["champion_version"] = champion_version
+        data = self._read()
+        n = len(data.y)
+        counts = {"labels": n, "spam": int(data.y.sum()), "ham": int(n - data.y.sum()),
+                  "base": len(data.base_comments)}
+        self.record["counts"] = counts
+
+        if min(counts["spam"], counts["ham"]) < MIN_PER_CLASS:
+            return self._finish("skip", f"need at least {MIN_PER_CLASS} spam and {MIN_PER_CLASS} ham labels; "
+                                        f"have {counts['spam']} spam, {counts['ham']} ham")
+        cutoff = champion_info.get("trained_until")
+        unseen = int((data.t > float(cutoff)).sum()) if cutoff is not None else n
+        cv = n < CV_BELOW
+        n_eval = unseen if cv else min(unseen, math.ceil(HOLDOUT_FRACTION * n))
+        counts["unseen_by_champion"] = unseen
+        if n_eval < MIN_EVAL:
+            return self._finish("skip", f"only {n_eval} labels newer than champion {champion_version}'s training "
+                                        f"data; need {MIN_EVAL} to compare the two fairly")
+        eval_idx = np.arange(n - n_eval, n)  # examples are sorted by label time, oldest first
+        y_eval = data.y[eval_idx]
+        counts["eval"] = int(n_eval)
+
+        try:
+            champion = self.registry.load(champion_version)
+        except artifacts.ArtifactError as exc:
+            champion = None
+            log.error("champion %s failed verification (%s); judging the challenger on its own", champion_version,
+                      exc)
+        self._progress("scoring the champion", 0.3)
+        champion_scores = _scores(champion, [data.comments[i] for i in eval_idx]) if champion is not None else None
+
+        if cv:
+            self._progress("cross-validating the challenger", 0.35)
+            challenger_scores = self._cross_validated_scores(data, eval_idx)
+            plan = f"{_folds(data.y)}-fold stratified cross-validation over {n} labels"
+        else:
+            self._progress("training the challenger on older labels", 0.35)
+            train_idx = np.arange(0, n - n_eval)
+            model = self._fit(data, train_idx, "holdout fit")
+            self._progress("scoring the challenger", 0.6)
+            challenger_scores = _scores(model, [data.comments[i] for i in eval_idx])
+            plan = f"holdout of the newest {n_eval} labels (trained on the {n - n_eval} older)"
+        self.record["evaluation"] = plan
+
+        challenger_m = self._metrics(y_eval, challenger_scores)
+        champion_m = self._metrics(y_eval, champion_scores) if champion_scores is not None else None
+        self.record["metrics"] = {"challenger": challenger_m, "champion": champion_m}
+        ok, why = gate(challenger_m, champion_m, self.settings.gate_mcc_tolerance)
+        if not ok:
+            self.registry.record_rejection({"version": None, "metrics": self.record["metrics"], "counts": counts},
+                                           by=self._by(), reason=why)
+            return self._finish("reject", why)
+
+        self._progress("training the new model on every label", 0.7)
+        final = self._fit(data, np.arange(n), "final fit")
+        self.lease.check()
+        self._progress("publishing", 0.95)
+        trained_until = float(data.t.max())
+        meta = {"kind": "retrain", "trained_until": trained_until, "counts": counts,
+                "metrics": self.record["metrics"], "evaluation": plan, "champion": champion_version,
+                "job_id": self.record["job_id"], "site": self.site}
+        version = self.registry.publish(final, meta, promoted_by=self._by(), reason=why, promote=True)
+        self.record["challenger_version"] = version
+        return self._finish("promote", why)
+
+    # ---- steps ---------------------------------------------------------------------------------------------------
+    def _read(self) -> _Examples:
+        from training.labels import LabelStore
+
+        self._progress("reading labels", 0.05)
+        started = time.perf_counter()
+        rows = []
+        for comment, label, labelled_at, _site, _id in LabelStore(self.redis).iter_examples(self.site):
+            rows.append((float(labelled_at), comment, 1 if label == "spam" else 0))
+        rows.sort(key=lambda r: r[0])
+        data = _Examples(comments=[r[1] for r in rows], y=np.fromiter((r[2] for r in rows), dtype=np.int8,
+                                                                      count=len(rows)),
+                         t=np.fromiter((r[0] for r in rows), dtype=np.float64, count=len(rows)))
+        del rows
+        if self.settings.use_starter_corpora:
+            data.base_comments, data.base_y = _starter_corpora()
+        self.timings["read"] = time.perf_counter() - started
+        return data
+
+    def _fit(self, data: _Examples, idx: np.ndarray, name: str):
+        started = time.perf_counter()
+        comments = [data.comments[i] for i in idx]
+        y = data.y[idx]
+        weights = None
+        if len(data.base_comments):
+            w_base = min(BASE_WEIGHT, len(idx) / len(data.base_comments))
+            comments = comments + list(data.base_comments)
+            y = np.concatenate([y, data.base_y])
+            weights = np.concatenate([np.ones(len(idx)), np.full(len(data.base_comments), w_base)])
+        model = _train(comments, y, weights)
+        self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - started
+        self.lease.check()
+        return model
+
+    def _cross_validated_scores(self, data: _Examples, eval_idx: np.ndarray) -> np.ndarray:
+        from sklearn.model_selection import StratifiedKFold
+
+        folds = _folds(data.y)
+        scores = np.full(len(data.y), np.nan)
+        splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=0)
+        wanted = np.zeros(len(data.y), dtype=bool)
+        wanted[eval_idx] = True
+        for k, (train_idx, test_idx) in enumerate(splitter.split(np.zeros(len(data.y)), data.y)):
+            test_idx = test_idx[wanted[test_idx]]
+            if not len(test_idx):
+                continue
+            self._progress(f"cross-validating the challenger (fold {k + 1} of {folds})", 0.35 + 0.3 * k / folds)
+            model = self._fit(data, train_idx, "cross-validation fits")
+            scores[test_idx] = _scores(model, [data.comments[i] for i in test_idx])
+        return scores[eval_idx]
+
+    def _metrics(self, y_true: np.ndarray, scores: np.ndarray) -> dict:
+        from training.evaluation import metrics
+
+        m = {k: _plain(v) for k, v in metrics(y_true, scores).items()}
+        flagged = scores >= self.settings.spam_threshold
+        m["ham_flagged"] = int((flagged & (y_true == 0)).sum())
+        m["spam_flagged"] = int((flagged & (y_true == 1)).sum())
+        m["spam_threshold"] = self.settings.spam_threshold
+        return m
+
+    def _finish(self, decision: str, why: str) -> dict:
+        finished = time.time()
+        self.record.update(decision=decision, why=why, finished_at=finished,
+                           duration_s=round(finished - self.started, 3),
+                           timings_s={k: round(v, 3) for k, v in self.timings.items()})
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.lpush(keys.RETRAIN_RUNS, json.dumps(self.record, default=_plain))
+            pipe.ltrim(keys.RETRAIN_RUNS, 0, RUNS_KEPT - 1)
+            pipe.execute()
+        self._progress(f"done: {decision}", 1.0, decision=decision, why=why)
+        log.info("retrain %s: %s (%s)", self.record.get("job_id") or "direct", decision, why)
+        return self.record
+
+    def _by(self) -> str:
+        who = self.requested_by or "retrain"
+        return f"{who} via retrain ({self.reason})"
+
+    def _progress(self, stage: str, fraction: float, **extra) -> None:
+        _progress(self.job, stage, fraction, **extra)
+
+
+def gate(challenger: dict, champion: dict | None, tolerance: float) -> tuple[bool, str]:
+    """Promote only a challenger that is not worse: MCC within `tolerance` and no more ham flagged as spam."""
+    if champion is None:
+        return True, "no verifiable champion to compare with"
+    c_mcc, k_mcc = float(challenger["mcc"]), float(champion["mcc"])
+    if c_mcc < k_mcc - tolerance:
+        return False, (f"challenger MCC {c_mcc:.4f} is below champion MCC {k_mcc:.4f} by more than the "
+                       f"tolerance {tolerance}")
+    if challenger["ham_flagged"] > champion["ham_flagged"]:
+        return False, (f"challenger flags {challenger['ham_flagged']} ham comments as spam at the serving threshold "
+                       f"{challenger['spam_threshold']}, champion {champion['ham_flagged']}")
+    return True, (f"challenger MCC {c_mcc:.4f} vs champion {k_mcc:.4f} (tolerance {tolerance}); ham flagged "
+                  f"{challenger['ham_flagged']} vs {champion['ham_flagged']}")
+
+
+def _folds(y: np.ndarray) -> int:
+    smallest = int(min(y.sum(), len(y) - y.sum()))
+    return max(2, min(CV_FOLDS, smallest))
+
+
+def _progress(job: Job | None, stage: str, fraction: float, **extra) -> None:
+    if job is None:
+        return
+    job.meta.update(stage=stage, progress=round(float(fraction), 3), **extra)
+    try:
+        job.save_meta()
+    except redis_lib.RedisError as exc:  # progress is a courtesy; the run itself must go on
+        log.debug("could not save progress: %s", exc)
+
+
+def _plain(value):
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+# ---- calls into the model core (kept together so its API shows in one place) ---------------------------------------
+def _train(comments: Sequence, y: np.ndarray, sample_weight: np.ndarray | None):
+    from training.model import train
+
+    labels = ["spam" if v else "ham" for v in y]
+    return train(comments, labels, sample_weight=sample_weight)
+
+
+def _scores(model, comments: Sequence) -> np.ndarray:
+    proba = np.asarray(model.predict_proba(list(comments)), dtype=np.float64)
+    return proba[:, 1] if proba.ndim == 2 else proba
+
+
+def _starter_corpora():
+    from training import starter
+
+    try:
+        comments, labels = starter.corpora()
+    except FileNotFoundError as exc:
+        log.info("starter corpora not available (%s); training on the site's labels alone", exc)
+        return [], np.zeros(0, dtype=np.int8)
+    return list(comments), np.asarray([1 if label in ("spam", 1, True) else 0 for label in labels], dtype=np.int8)
+
+
+class _Lease:
+    """The retrain lock with a heartbeat thread extending it, so a dead worker frees it within `seconds`."""
+
+    def __init__(self, redis: redis_lib.Redis, seconds: int):
+        self.seconds = max(2, int(seconds))
+        self.lock = redis.lock(keys.RETRAIN_LOCK, timeout=self.seconds, thread_local=False)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.lost = False
+
+    def acquire(self, wait: float) -> bool:
+        if not self.lock.acquire(blocking=True, blocking_timeout=wait):
+            return False
+        self._thread = threading.Thread(target=self._beat, name="winnow-retrain-lease", daemon=True)
+        self._thread.start()
+        return True
+
+    def check(self) -> None:
+        if self.lost or not self.lock.owned():
+            self.lost = True
+            raise LostLock("the retrain lock expired during the run; not promoting")
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        try:
+            self.lock.release()
+        except redis_lib.exceptions.LockError:
+            pass
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.seconds / 4):
+            try:
+                self.lock.extend(self.seconds, replace_ttl=True)
+            except redis_lib.exceptions.LockError:
+                self.lost = True
+                return
+            except redis_lib.RedisError as exc:
+                log.warning("could not extend the retrain lock: %s", exc)

@@ -1,0 +1,158 @@
+"""`winnow models list|show|promote|rollback` and `winnow retrain`: the registry and the retrain job from a shell.
+
+Same domain calls as the HTTP API (training.registry, training.jobs); registered in training.cli.COMMANDS.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import json
+import sys
+import time
+
+from training.cli import CommandError
+
+
+def add_parser(subparsers) -> None:
+    models = subparsers.add_parser("models", help="list, inspect, promote or roll back model versions")
+    sub = models.add_subparsers(dest="models_command", metavar="ACTION", required=True)
+    p = sub.add_parser("list", help="every kept version, newest first; * marks the serving one")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(handler=cmd_list)
+    p = sub.add_parser("show", help="one version's metadata as JSON")
+    p.add_argument("version")
+    p.set_defaults(handler=cmd_show)
+    p = sub.add_parser("promote", help="serve VERSION from now on (every web worker within seconds)")
+    p.add_argument("version")
+    p.add_argument("--reason", default="promoted by hand")
+    p.set_defaults(handler=cmd_promote)
+    p = sub.add_parser("rollback", help="serve again the version the current one replaced")
+    p.add_argument("--reason", default="")
+    p.set_defaults(handler=cmd_rollback)
+
+    p = subparsers.add_parser("retrain", help="retrain from the stored labels (queued for a worker by default)")
+    p.add_argument("--reason", default="asked for from the command line")
+    p.add_argument("--wait", action="store_true", help="follow the queued job until it ends")
+    p.add_argument("--now", action="store_true", help="run here instead of on a worker (still single flight)")
+    p.set_defaults(handler=cmd_retrain)
+
+
+def _context():
+    import redis
+
+    from training.settings import Settings
+
+    try:
+        settings = Settings.from_env()
+    except (ValueError, OSError) as exc:
+        raise CommandError(f"bad settings: {exc}", 2) from None
+    client = redis.Redis.from_url(settings.redis_url)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        raise CommandError(f"cannot reach Redis at {settings.redis_url}: {exc}", 3) from None
+    return settings, client
+
+
+def _registry():
+    from training.registry import Registry
+
+    settings, client = _context()
+    return Registry.from_settings(client, settings)
+
+
+def _who() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli"
+
+
+def _when(ts) -> str:
+    if not ts:
+        return "-"
+    return dt.datetime.fromtimestamp(float(ts), dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def cmd_list(args) -> int:
+    versions = _registry().list()
+    if args.json:
+        print(json.dumps(versions, indent=2))
+        return 0
+    if not versions:
+        print("no model versions yet (the first web process or retrain seeds the registry with the starter model)")
+        return 0
+    print(f"  {'version':<8} {'created (UTC)':<19} {'status':<9} {'labels':>7} {'mcc':>7}  promoted by / reason")
+    for m in versions:
+        mcc = ((m.get("metrics") or {}).get("challenger") or {}).get("mcc")
+        labels = (m.get("counts") or {}).get("labels", "-")
+        mark = "*" if m["serving"] else " "
+        note = m.get("promoted_by") or m.get("published_by") or ""
+        if m.get("promote_reason"):
+            note += f": {m['promote_reason']}"
+        print(f"{mark} {m['version']:<8} {_when(m.get('created_at')):<19} {m.get('status', ''):<9} {labels!s:>7} "
+              f"{'-' if mcc is None else format(mcc, '.4f'):>7}  {note}")
+    return 0
+
+
+def cmd_show(args) -> int:
+    from training.registry import UnknownVersion
+
+    try:
+        print(json.dumps(_registry().get(args.version), indent=2))
+    except UnknownVersion as exc:
+        raise CommandError(str(exc), 4) from None
+    return 0
+
+
+def cmd_promote(args) -> int:
+    from training.registry import UnknownVersion
+
+    try:
+        info = _registry().promote(args.version, by=_who(), reason=args.reason)
+    except UnknownVersion as exc:
+        raise CommandError(str(exc), 4) from None
+    print(f"{info['version']} is now serving")
+    return 0
+
+
+def cmd_rollback(args) -> int:
+    from training.registry import RegistryError
+
+    try:
+        info = _registry().rollback(by=_who(), reason=args.reason)
+    except RegistryError as exc:
+        raise CommandError(str(exc), 4) from None
+    print(f"rolled back: {info['version']} is now serving")
+    return 0
+
+
+def cmd_retrain(args) -> int:
+    from training import jobs
+
+    settings, client = _context()
+    if args.now:
+        try:
+            record = jobs.run_retrain(client, settings, reason=args.reason, requested_by=_who())
+        except jobs.RetrainBusy as exc:
+            raise CommandError(str(exc), 5) from None
+        print(json.dumps(record, indent=2, default=str))
+        return 0 if record["decision"] != "error" else 1
+    job_id = jobs.enqueue_retrain(client, settings, reason=args.reason, by=_who())
+    print(job_id)
+    if not args.wait:
+        return 0
+    last = None
+    while True:
+        status = jobs.job_status(client, job_id) or {"status": "gone"}
+        line = f"{status['status']}: {status.get('stage') or ''} ({float(status.get('progress') or 0):.0%})"
+        if line != last:
+            print(line, file=sys.stderr)
+            last = line
+        if status["status"] in ("finished", "failed", "stopped", "canceled", "gone"):
+            break
+        time.sleep(1)
+    if status["status"] == "finished":
+        print(json.dumps(status["result"], indent=2, default=str))
+        return 0
+    raise CommandError(f"retrain {job_id} {status['status']}: {status.get('error') or ''}", 1)
