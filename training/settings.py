@@ -47,6 +47,9 @@ class Settings:
     retrain_lock_seconds: int = 20  # a killed retrain frees its lock this long after its last heartbeat
     # Console session cookie: Secure always when true; otherwise Secure whenever the request itself came over https.
     secure_cookies: bool = False
+    # Akismet face: answer an unsure verdict `true` (no discard) so plugins hold it in their spam folder for review;
+    # false answers it `false` (published). A site policy's own `unsure_as_spam`, when it has one, wins.
+    akismet_unsure_as_spam: bool = True
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> "Settings":
