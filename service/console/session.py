@@ -1,0 +1,46 @@
+"""How the console's session cookie is sent, and the sign-in form's own CSRF token.
+
+The session itself (key id + CSRF token, re-checked on every request) is service.auth's; this module only makes
+its cookie HttpOnly, SameSite=Strict, limited in lifetime, and Secure when the deployment says so or the request
+itself came over https.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hmac
+import secrets
+
+from flask import Flask, request, session
+from flask.sessions import SecureCookieSessionInterface
+
+FORM_CSRF = "winnow_signin_csrf"  # before sign-in, so a third-party page cannot sign a victim into its own session
+LIFETIME = _dt.timedelta(hours=12)
+
+
+class _SessionInterface(SecureCookieSessionInterface):
+    def get_cookie_secure(self, app: Flask) -> bool:
+        return bool(app.config["SESSION_COOKIE_SECURE"]) or request.is_secure
+
+
+def init_app(app: Flask, *, secure: bool = False) -> None:
+    app.config.update(
+        SESSION_COOKIE_NAME="winnow_console",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Strict",
+        SESSION_COOKIE_SECURE=secure,
+        SESSION_COOKIE_PATH="/",  # the page's scripts call /api/v1 with it
+        PERMANENT_SESSION_LIFETIME=LIFETIME,
+    )
+    app.session_interface = _SessionInterface()
+
+
+def form_csrf_token() -> str:
+    token = session.get(FORM_CSRF)
+    if not isinstance(token, str):
+        token = session[FORM_CSRF] = secrets.token_urlsafe(32)
+    return token
+
+
+def form_csrf_ok(presented: str | None) -> bool:
+    expected = session.get(FORM_CSRF)
+    return isinstance(expected, str) and isinstance(presented, str) and hmac.compare_digest(expected, presented)

@@ -1,0 +1,196 @@
+// The queue: unlabelled comments, most uncertain first, labelled with buttons or keys; every label can be undone.
+import { get, paths, post, request } from "./api.js";
+import { commentCard } from "./cards.js";
+import { explain, fillSites, keyHandler } from "./common.js";
+import { h, status } from "./dom.js";
+
+const PAGE = 50;
+
+export function start(root) {
+  const list = root.querySelector("#queue");
+  const statusEl = root.querySelector("#status");
+  const siteSel = root.querySelector("#filter-site");
+  const verdictSel = root.querySelector("#filter-verdict");
+  const more = root.querySelector("#more");
+  const undoBtn = root.querySelector("#undo");
+  const bulkSpam = root.querySelector("#bulk-spam");
+  const bulkHam = root.querySelector("#bulk-ham");
+  const count = root.querySelector("#queue-count");
+  const selCount = root.querySelector("#selection-count");
+
+  const params = new URLSearchParams(window.location.search);
+  const state = { rows: [], cur: -1, cursor: null, history: [], busy: false, loadSeq: 0 };
+
+  function row(i) { return state.rows[i]; }
+
+  function refreshControls() {
+    const selected = state.rows.filter((r) => r.selected && !r.label).length;
+    bulkSpam.disabled = bulkHam.disabled = selected === 0 || state.busy;
+    selCount.textContent = selected ? `${selected} selected` : "";
+    undoBtn.disabled = state.history.length === 0 || state.busy;
+    const open = state.rows.filter((r) => !r.label).length;
+    count.textContent = `(${open} waiting${state.cursor ? ", more below" : ""})`;
+  }
+
+  function setCurrent(i, { scroll = true } = {}) {
+    if (!state.rows.length) { state.cur = -1; return; }
+    i = Math.max(0, Math.min(state.rows.length - 1, i));
+    if (state.cur >= 0 && row(state.cur)) row(state.cur).card.classList.remove("current");
+    state.cur = i;
+    const card = row(i).card;
+    card.classList.add("current");
+    card.setAttribute("aria-current", "true");
+    if (scroll) card.scrollIntoView({ block: "nearest" });
+  }
+
+  function paint(r) {
+    r.card.classList.toggle("done", Boolean(r.label));
+    r.card.classList.toggle("selected", Boolean(r.selected));
+    r.checkbox.checked = Boolean(r.selected);
+    r.stateEl.textContent = r.label ? `labelled ${r.label}` : "";
+    r.stateEl.className = `label-state badge ${r.label || ""}`;
+    r.stateEl.hidden = !r.label;
+    for (const b of r.buttons) b.disabled = Boolean(r.label) || state.busy;
+  }
+
+  function addRows(items) {
+    for (const item of items) {
+      const r = { item, label: null, selected: false };
+      const spamBtn = h("button", { type: "button", class: "spam", onclick: () => act([r], "spam") }, "Spam ", h("kbd", {}, "s"));
+      const hamBtn = h("button", { type: "button", class: "ham", onclick: () => act([r], "ham") }, "Ham ", h("kbd", {}, "h"));
+      r.stateEl = h("span", { class: "label-state badge", hidden: true });
+      r.buttons = [spamBtn, hamBtn];
+      r.card = commentCard(item, { selectable: true, actions: [spamBtn, hamBtn, r.stateEl] });
+      r.checkbox = r.card.querySelector("input.select");
+      r.checkbox.addEventListener("change", () => { r.selected = r.checkbox.checked; paint(r); refreshControls(); });
+      r.card.addEventListener("click", (ev) => {
+        if (ev.target.closest("button, input, a, dialog")) return;
+        setCurrent(state.rows.indexOf(r), { scroll: false });
+      });
+      state.rows.push(r);
+      list.append(r.card);
+      paint(r);
+    }
+  }
+
+  async function load({ append = false } = {}) {
+    const seq = ++state.loadSeq;
+    if (!append) {
+      state.rows = [];
+      state.cur = -1;
+      state.cursor = null;
+      list.replaceChildren();
+    }
+    status(statusEl, "Loading…");
+    try {
+      const data = await get(`${paths.api}/queue`, {
+        site: siteSel.value, verdict: verdictSel.value, limit: PAGE, cursor: append ? state.cursor : undefined,
+      });
+      if (seq !== state.loadSeq) return;
+      const items = data.items || [];
+      state.cursor = data.next_cursor || null;
+      const firstNew = state.rows.length;
+      addRows(items);
+      more.hidden = !state.cursor;
+      if (!state.rows.length) {
+        list.append(h("li", { class: "empty" }, "Nothing waiting for a label. "));
+      }
+      if (state.cur < 0 && state.rows.length) setCurrent(0, { scroll: false });
+      status(statusEl, "");
+      refreshControls();
+      explain(state.rows.slice(firstNew)).catch((err) => status(statusEl, `Highlights unavailable: ${err.message}`, true));
+    } catch (err) {
+      if (seq === state.loadSeq) status(statusEl, `Could not load the queue: ${err.message}`, true);
+    }
+  }
+
+  async function labelOne(r, label) {
+    const prev = r.label;
+    await post(`${paths.api}/comments/${encodeURIComponent(r.item.id)}/label`, { label });
+    r.label = label;
+    r.selected = false;
+    paint(r);
+    return { r, prev };
+  }
+
+  async function act(targets, label) {
+    targets = targets.filter((r) => r && !r.label);
+    if (!targets.length || state.busy) return;
+    state.busy = true;
+    refreshControls();
+    const done = [];
+    try {
+      for (const r of targets) done.push(await labelOne(r, label));
+      status(statusEl, `Labelled ${done.length} ${label}.`);
+    } catch (err) {
+      status(statusEl, `Label not saved: ${err.message}`, true);
+    } finally {
+      if (done.length) state.history.push(done);
+      state.busy = false;
+      state.rows.forEach(paint);
+      refreshControls();
+    }
+    if (done.length && targets.length === 1) moveToNextOpen(state.rows.indexOf(targets[0]));
+  }
+
+  function moveToNextOpen(from) {
+    for (let i = from + 1; i < state.rows.length; i++) if (!row(i).label) return setCurrent(i);
+    for (let i = from - 1; i >= 0; i--) if (!row(i).label) return setCurrent(i);
+    return setCurrent(from);
+  }
+
+  async function undo() {
+    const last = state.history.pop();
+    if (!last || state.busy) { if (last) state.history.push(last); return; }
+    state.busy = true;
+    refreshControls();
+    const failed = [];
+    for (const { r, prev } of [...last].reverse()) {
+      try {
+        if (prev) await post(`${paths.api}/comments/${encodeURIComponent(r.item.id)}/label`, { label: prev });
+        else await request("DELETE", `${paths.api}/comments/${encodeURIComponent(r.item.id)}/label`);
+        r.label = prev;
+        paint(r);
+      } catch (err) {
+        failed.push({ r, prev });
+        status(statusEl, `Undo failed: ${err.message}`, true);
+      }
+    }
+    if (failed.length) state.history.push(failed);
+    else status(statusEl, `Undid ${last.length} label${last.length > 1 ? "s" : ""}.`);
+    state.busy = false;
+    state.rows.forEach(paint);
+    refreshControls();
+    setCurrent(state.rows.indexOf(last[0].r));
+  }
+
+  function toggleSelect() {
+    const r = row(state.cur);
+    if (!r || r.label) return;
+    r.selected = !r.selected;
+    paint(r);
+    refreshControls();
+  }
+
+  const selected = () => state.rows.filter((r) => r.selected && !r.label);
+
+  document.addEventListener("keydown", keyHandler({
+    j: () => setCurrent(state.cur + 1),
+    k: () => setCurrent(state.cur - 1),
+    s: () => act([row(state.cur)], "spam"),
+    h: () => act([row(state.cur)], "ham"),
+    u: () => undo(),
+    x: () => toggleSelect(),
+    S: () => act(selected(), "spam"),
+    H: () => act(selected(), "ham"),
+  }));
+  bulkSpam.addEventListener("click", () => act(selected(), "spam"));
+  bulkHam.addEventListener("click", () => act(selected(), "ham"));
+  undoBtn.addEventListener("click", () => undo());
+  more.addEventListener("click", () => load({ append: true }));
+  root.querySelector("#reload").addEventListener("click", () => load());
+  for (const sel of [siteSel, verdictSel]) sel.addEventListener("change", () => load());
+
+  verdictSel.value = ["spam", "ham", "unsure"].includes(params.get("verdict")) ? params.get("verdict") : "";
+  fillSites(siteSel, params.get("site")).finally(() => load());
+}

@@ -1,0 +1,110 @@
+"""Console routes: sign-in and sign-out, the four page shells, and the few JSON views the API has no call for."""
+from __future__ import annotations
+
+from flask import Blueprint, abort, redirect, render_template, request, session, url_for
+
+from service import auth
+from service.console import session as console_session
+from service.context import services
+
+bp = Blueprint("console", __name__, url_prefix="/moderate", template_folder="templates", static_folder="static")
+
+ROLES = ("moderator", "admin")
+PAGES = {"queue": "Queue", "labels": "Labels", "models": "Models", "activity": "Activity"}
+API_BASE = "/api/v1"
+
+# No inline script or style, no plugins, no framing, no <base>: injected markup, were any to slip through, could
+# neither run nor restyle the page nor phone home.
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+       "font-src 'self'; form-action 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
+
+
+@bp.after_request
+def security_headers(response):
+    response.headers["Content-Security-Policy"] = CSP
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers["X-Frame-Options"] = "DENY"
+    response.headers["Cross-Origin-Opener-Policy"] = "same-origin"
+    if request.endpoint != "console.static":
+        response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def current_moderator():
+    """The signed-in moderator's live key record, or None (no session, key revoked, or not a moderator key)."""
+    key_id = session.get(auth.SESSION_KEY)
+    if not isinstance(key_id, str):
+        return None
+    record = services().keys.get(key_id)
+    if record is None or record.role not in ROLES:
+        auth.sign_out()
+        return None
+    return record
+
+
+@bp.get("/")
+def index():
+    return redirect(url_for("console.page", name="queue"))
+
+
+@bp.route("/sign-in", methods=["GET", "POST"])
+def sign_in():
+    error = None
+    status = 200
+    if request.method == "POST":
+        token = (request.form.get("token") or "").strip()
+        if not console_session.form_csrf_ok(request.form.get("csrf")):
+            error, status = "The form expired; please sign in again.", 400
+        elif not token:
+            error, status = "Enter your moderator token.", 400
+        else:
+            record = services().keys.authenticate(token)
+            if record is None:
+                error, status = "That token is not valid (unknown or revoked).", 401
+            elif record.role not in ROLES:
+                error, status = "That is a site key; the console needs a moderator or admin token.", 403
+            else:
+                auth.sign_in(record)  # a fresh session: nothing set before sign-in survives it
+                session.permanent = True
+                return redirect(_next_page(request.form.get("next")), code=303)
+    elif current_moderator() is not None:
+        return redirect(_next_page(request.args.get("next")))
+    return render_template("console/signin.html", title="Sign in", error=error,
+                           csrf=console_session.form_csrf_token(),
+                           next=_page_name(request.values.get("next")) or ""), status
+
+
+@bp.post("/sign-out")
+def sign_out():
+    expected = session.get(auth.CSRF_SESSION_KEY)
+    if expected and not _same(expected, request.form.get("csrf")):
+        abort(400, "missing or wrong CSRF token")
+    auth.sign_out()
+    return redirect(url_for("console.sign_in"), code=303)
+
+
+@bp.get("/<name>")
+def page(name: str):
+    if name not in PAGES:
+        abort(404)
+    moderator = current_moderator()
+    if moderator is None:
+        return redirect(url_for("console.sign_in", next=name))
+    return render_template(f"console/{name}.html", page=name, pages=PAGES, title=PAGES[name], moderator=moderator,
+                           csrf=auth.csrf_token(), api=API_BASE)
+
+
+def _same(expected: str, presented: str | None) -> bool:
+    import hmac
+
+    return isinstance(presented, str) and hmac.compare_digest(expected.encode(), presented.encode())
+
+
+def _page_name(value: str | None) -> str | None:
+    return value if value in PAGES else None
+
+
+def _next_page(value: str | None) -> str:
+    # Only the console's own pages: a crafted ?next= must not turn sign-in into an open redirect.
+    return url_for("console.page", name=_page_name(value) or "queue")
