@@ -1,0 +1,68 @@
+"""Operations routes: liveness, readiness, Prometheus metrics, the OpenAPI document and a bare ping.
+
+None of these needs a key or touches the rate limiter; only /readyz talks to Redis, and only with a short PING.
+"""
+from __future__ import annotations
+
+import redis
+from flask import Blueprint, Flask, Response, current_app, jsonify
+
+from service import logs, metrics, openapi
+from service.context import services
+
+bp = Blueprint("ops", __name__)
+
+
+@bp.get("/ping")
+def ping() -> Response:
+    # The benchmark's baseline: the whole middleware stack (request id, log line, metrics), no work.
+    return Response("pong", mimetype="text/plain")
+
+
+@bp.get("/healthz")
+def healthz() -> Response:
+    return jsonify({"alive": True})
+
+
+@bp.get("/readyz")
+def readyz() -> Response:
+    svc = services()
+    checks: dict[str, dict] = {}
+    try:
+        svc.redis.ping()
+        checks["redis"] = {"ok": True}
+    except redis.RedisError as exc:
+        checks["redis"] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+    version, model = svc.serving.snapshot()
+    metrics.observe_model(version if model is not None else None)
+    checks["model"] = {"ok": model is not None, "version": version}
+    if model is None:
+        checks["model"]["error"] = "no model loaded yet"
+    ready = all(c["ok"] for c in checks.values())
+    body = {"ready": ready, "checks": checks}
+    if not ready:
+        body["failed"] = [name for name, c in checks.items() if not c["ok"]]
+    return jsonify(body), 200 if ready else 503
+
+
+@bp.get("/metrics")
+def metrics_route() -> Response:
+    return Response(metrics.render(), mimetype=None, content_type=metrics.CONTENT_TYPE)
+
+
+@bp.get("/api/v1/openapi.json")
+def openapi_document() -> Response:
+    return jsonify(openapi.document())
+
+
+def _note_model(response: Response) -> Response:
+    """Keep this worker's model-version gauge current; a tuple read, so it costs nothing per request."""
+    version, model = services().serving.snapshot()
+    metrics.observe_model(version if model is not None else None)
+    return response
+
+
+def init_app(app: Flask) -> None:
+    logs.init_app(app)
+    app.register_blueprint(bp)
+    app.after_request(_note_model)
