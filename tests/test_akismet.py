@@ -1,0 +1,583 @@
+"""The Akismet face against a live Winnow on loopback, driven by the real `akismet` client (sync and async) and by
+raw form posts shaped like the WordPress plugin's. Redis: the AKISMET test database (10), flushed per module."""
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import re
+import threading
+import urllib.parse
+
+import akismet
+import httpx
+import pytest
+import redis
+from werkzeug.serving import make_server
+
+from service import akismet as face
+from service.app import create_app
+from training import rediskeys
+from training.registry import ServingModel
+from training.schema import Comment
+from training.settings import Settings
+
+AKISMET_DB = 10
+BLOG = "https://blog.example.com"
+OTHER_BLOG = "https://shop.example.com/"
+IP = "203.0.113.7"
+
+TRAIN_SPAM = [
+    "Buy cheap pills now at http://pills.example.com best price guaranteed",
+    "Click here to win a free iPhone http://win.example.net limited offer",
+    "Cheap viagra online, no prescription needed http://rx.example.com",
+    "Earn $5000 a week from home, click http://money.example.biz now",
+    "FREE gift card!!! visit http://gift.example.info today",
+    "Make money fast, click this link http://fast.example.com casino bonus",
+]
+TRAIN_HAM = [
+    "Thanks for the clear explanation of the migration steps.",
+    "I tried this on Debian and it worked after installing the headers.",
+    "Great post, the part about indexes helped me a lot.",
+    "Could you write a follow-up about backups and restores?",
+    "I disagree with the second point, caching is not always faster.",
+    "The benchmark numbers look plausible, did you pin the CPU frequency?",
+]
+# One comment per tier; the fixture places the site's thresholds between their real scores.
+HAM_TEXT = "Thanks, the explanation of the indexes was clear and helpful."
+UNSURE_TEXT = "Interesting post, click here"
+SPAM_TEXT = "Cheap pills, click http://pills.example.com now"
+DISCARD_TEXT = "Cheap pills free casino click http://a.example.com buy now money fast win free iPhone gift card"
+
+
+def _redis_url() -> str:
+    base = os.environ.get("WINNOW_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+    return re.sub(r"/\d+$", "", base) + f"/{AKISMET_DB}"
+
+
+@functools.lru_cache(maxsize=1)
+def _model():
+    from training.model import train
+
+    comments = [Comment(content=t) for t in TRAIN_SPAM + TRAIN_HAM]
+    return train(comments, ["spam"] * len(TRAIN_SPAM) + ["ham"] * len(TRAIN_HAM), C=10.0)
+
+
+def _thresholds(model) -> dict[str, float]:
+    scores = [model.score(Comment(content=t)).score for t in (HAM_TEXT, UNSURE_TEXT, SPAM_TEXT, DISCARD_TEXT)]
+    assert scores == sorted(scores) and len(set(scores)) == 4, f"test comments no longer order by score: {scores}"
+    mid = [(a + b) / 2 for a, b in zip(scores, scores[1:])]
+    return {"unsure_threshold": mid[0], "spam_threshold": mid[1], "discard_threshold": mid[2]}
+
+
+class LiveServer:
+    """A Winnow app served over real HTTP on a free loopback port, in a thread."""
+
+    def __init__(self, app):
+        self.app = app
+        self.server = make_server("127.0.0.1", 0, app, threaded=True)
+        self.port = self.server.server_port
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.thread.join(5)
+
+
+def _rewrite(server: LiveServer, request: httpx.Request) -> None:
+    # Only the connection moves: the Host header still names rest.akismet.com, as a re-pointed client sends it.
+    request.url = request.url.copy_with(scheme="http", host="127.0.0.1", port=server.port)
+
+
+class ToWinnow(httpx.HTTPTransport):
+    def __init__(self, server: LiveServer):
+        super().__init__()
+        self.live = server
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        _rewrite(self.live, request)
+        return super().handle_request(request)
+
+
+class AsyncToWinnow(httpx.AsyncHTTPTransport):
+    def __init__(self, server: LiveServer):
+        super().__init__()
+        self.live = server
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        _rewrite(self.live, request)
+        return await super().handle_async_request(request)
+
+
+@pytest.fixture(scope="module")
+def r():
+    client = redis.Redis.from_url(_redis_url())
+    try:
+        client.ping()
+    except redis.ConnectionError:
+        pytest.fail(f"no Redis at {_redis_url()}: start one (redis-server) or set WINNOW_TEST_REDIS_URL")
+    client.flushdb()
+    yield client
+    client.flushdb()
+    client.close()
+
+
+def _build_app(r, tmp_path, **overrides):
+    model = _model()
+    settings = Settings(redis_url=_redis_url(), secret_key="test-secret", data_dir=tmp_path,
+                        **{**_thresholds(model), **overrides})
+    app = create_app(settings, redis_client=r, serving=ServingModel.fixed(model, "v-akismet-test"))
+    app.config["TESTING"] = True
+    return app
+
+
+@pytest.fixture(scope="module")
+def app(r, tmp_path_factory):
+    app = _build_app(r, tmp_path_factory.mktemp("akismet"))
+    yield app
+    app.extensions["winnow"].writer.stop()
+
+
+@pytest.fixture(scope="module")
+def live(app):
+    server = LiveServer(app)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def keys(app):
+    store = app.extensions["winnow"].keys
+    return {
+        "site": store.create(BLOG, "site", "blog")[0],
+        "other": store.create("https://elsewhere.example.org", "site", "elsewhere")[0],
+        "moderator": store.create("", "moderator", "alice")[0],
+    }
+
+
+@pytest.fixture(scope="module")
+def key(keys):
+    return keys["site"]
+
+
+def _http_client(live, key=None) -> httpx.Client:
+    # akismet 25.10's key_sites() sends no key at all; a default api_key query parameter supplies it.
+    return httpx.Client(transport=ToWinnow(live), headers={"User-Agent": akismet.USER_AGENT}, timeout=10,
+                        params={"api_key": key} if key else None)
+
+
+@pytest.fixture()
+def client(live, key):
+    with _http_client(live, key) as http:
+        yield akismet.SyncClient(config=akismet.Config(key=key, url=BLOG), http_client=http)
+
+
+@pytest.fixture()
+def raw(live):
+    """Form posts straight to the live server, the way a plugin sends them."""
+    with httpx.Client(base_url=live.url, timeout=10) as http:
+        yield http
+
+
+def _flush(app):
+    assert app.extensions["winnow"].writer.flush(5.0)
+
+
+def _stored_check(app, guid):
+    _flush(app)
+    return app.extensions["winnow"].checks.get(guid)
+
+
+# ---- the real client, sync -----------------------------------------------------------------------------------
+
+
+def test_verify_key_valid_and_invalid(client, live):
+    assert client.verify_key() is True
+    assert client.verify_key(key="notarealkey1", url=BLOG) is False
+    with _http_client(live) as http:
+        with pytest.raises(akismet.APIKeyError):
+            akismet.SyncClient.validated_client(config=akismet.Config(key="zzzzzzzzzzzz", url=BLOG), http_client=http)
+
+
+def test_comment_check_tiers_with_a_guid_on_every_answer(client, app):
+    assert client.comment_check(IP, comment_content=HAM_TEXT, comment_type="comment") == akismet.CheckResponse.HAM
+    assert client.comment_check(IP, comment_content=SPAM_TEXT) == akismet.CheckResponse.SPAM
+    assert client.comment_check(IP, comment_content=DISCARD_TEXT) == akismet.CheckResponse.DISCARD
+    # unsure: `true` without discard by default, so the plugin files it where a moderator looks
+    assert client.comment_check(IP, comment_content=UNSURE_TEXT) == akismet.CheckResponse.SPAM
+
+
+def test_comment_check_is_stored_like_a_json_api_check_and_queued(raw, key, app):
+    resp = raw.post("/1.1/comment-check", data={
+        "api_key": key, "blog": BLOG, "user_ip": IP, "comment_content": UNSURE_TEXT, "comment_author": "Dee",
+        "comment_author_email": "dee@example.com", "user_agent": "Mozilla/5.0", "referrer": "https://x.example/",
+        "permalink": BLOG + "/post/1", "comment_type": "reply", "blog_lang": "en_us",
+        "comment_date_gmt": "2024-05-01 10:20:30", "comment_post_ID": "17"})
+    guid = resp.headers["X-akismet-guid"]
+    record = _stored_check(app, guid)
+    assert record is not None and record.source == "akismet" and record.site == BLOG
+    assert record.verdict == "unsure" and record.queued and not record.is_test
+    c = record.comment
+    assert (c.content, c.author, c.author_email, c.user_ip, c.user_agent) == (
+        UNSURE_TEXT, "Dee", "dee@example.com", IP, "Mozilla/5.0")
+    assert (c.referrer, c.permalink, c.comment_type, c.language) == (
+        "https://x.example/", BLOG + "/post/1", "reply", "en_us")
+    assert c.created_at == "2024-05-01T10:20:30+00:00"
+    assert dict(record.refs)["comment_post_ID"] == "17"
+    queued, _ = app.extensions["winnow"].checks.queue(site=BLOG)
+    assert guid in {q.id for q in queued}
+
+
+def test_answers_are_exact_text_and_debug_help_only_on_invalid(raw, key):
+    ok = raw.post("/1.1/comment-check", data={"api_key": key, "blog": BLOG, "user_ip": IP,
+                                              "comment_content": HAM_TEXT})
+    assert ok.status_code == 200 and ok.content == b"false"
+    assert ok.headers["Content-Type"].startswith("text/plain")
+    assert "X-akismet-debug-help" not in ok.headers and "X-akismet-pro-tip" not in ok.headers
+    valid = raw.post("/1.1/verify-key", data={"key": key, "blog": BLOG})
+    assert valid.content == b"valid" and "X-akismet-debug-help" not in valid.headers
+    bad = raw.post("/1.1/comment-check", data={"api_key": "abcdefabcdef", "blog": BLOG, "user_ip": IP})
+    assert (bad.status_code, bad.content) == (200, b"invalid")
+    assert bad.headers["X-akismet-debug-help"] and "X-akismet-guid" not in bad.headers
+    discard = raw.post("/1.1/comment-check", data={"api_key": key, "blog": BLOG, "user_ip": IP,
+                                                   "comment_content": DISCARD_TEXT})
+    assert discard.content == b"true" and discard.headers["X-akismet-pro-tip"] == "discard"
+
+
+def test_test_conventions(client):
+    assert client.comment_check(IP, comment_content=HAM_TEXT, comment_author="akismet-guaranteed-spam",
+                                is_test=True) == akismet.CheckResponse.SPAM
+    assert client.comment_check(IP, comment_content=HAM_TEXT, is_test=True,
+                                comment_author_email="akismet-guaranteed-spam@example.com") == akismet.CheckResponse.SPAM
+    assert client.comment_check(IP, comment_content=DISCARD_TEXT, user_role="administrator",
+                                is_test=True) == akismet.CheckResponse.HAM
+
+
+def test_bad_key_raises_in_the_client(live):
+    with _http_client(live) as http:
+        bad = akismet.SyncClient(config=akismet.Config(key="abcdefabcdef", url=BLOG), http_client=http)
+        with pytest.raises(akismet.APIKeyError):
+            bad.comment_check(IP, comment_content=HAM_TEXT)
+        with pytest.raises(akismet.APIKeyError):
+            bad.submit_spam(IP, comment_content=HAM_TEXT)
+
+
+def test_moderator_tokens_are_not_akismet_keys(raw, keys):
+    resp = raw.post("/1.1/verify-key", data={"key": keys["moderator"], "blog": BLOG})
+    assert resp.content == b"invalid" and "site keys" in resp.headers["X-akismet-debug-help"]
+
+
+# ---- submissions become moderator labels ---------------------------------------------------------------------
+
+
+def test_submit_spam_with_guid_labels_the_original_check(raw, client, key, app):
+    check = raw.post("/1.1/comment-check", data={"api_key": key, "blog": BLOG, "user_ip": IP,
+                                                 "comment_content": HAM_TEXT + " (missed)"})
+    guid = check.headers["X-akismet-guid"]
+    assert check.content == b"false"
+    resp = raw.post("/1.1/submit-spam", data={
+        "api_key": key, "blog": BLOG, "user_ip": IP, "comment_content": HAM_TEXT + " (missed)", "guid": guid,
+        "reporter": "editor-jo", "comment_check_response": "false"})
+    assert (resp.status_code, resp.content) == (200, face.THANKS.encode())
+    labels = app.extensions["winnow"].labels
+    label = labels.get(guid)
+    assert label is not None and label.label == "spam" and label.site == BLOG
+    assert "editor-jo" in labels.audit(guid)[-1]["by"]
+    # and it has left the moderation queue
+    queued, _ = app.extensions["winnow"].checks.queue(site=BLOG)
+    assert guid not in {q.id for q in queued}
+    # the real client can relabel it (submit-ham with the same guid)
+    assert client.submit_ham(IP, comment_content=HAM_TEXT + " (missed)") is True
+    assert labels.get(guid).label == "spam"  # no guid from the client: a new comment's label, not this one
+
+
+def test_submit_ham_without_guid_labels_a_new_comment(client, app):
+    labels = app.extensions["winnow"].labels
+    before = labels.count(BLOG)
+    assert client.submit_ham(IP, comment_content="A perfectly fine remark about backups.",
+                             comment_author="Sam") is True
+    assert labels.count(BLOG) == before + 1
+    items, _ = labels.list(site=BLOG)
+    assert any(x.comment.content == "A perfectly fine remark about backups." and x.label == "ham" for x in items)
+
+
+def test_is_test_is_never_trained_on(raw, client, key, app):
+    labels = app.extensions["winnow"].labels
+    before = labels.count(BLOG)
+    check = raw.post("/1.1/comment-check", data={"api_key": key, "blog": BLOG, "user_ip": IP, "is_test": "1",
+                                                 "comment_content": SPAM_TEXT + " (test)"})
+    guid = check.headers["X-akismet-guid"]
+    record = _stored_check(app, guid)
+    assert record.is_test and not record.queued
+    done = raw.post("/1.1/submit-ham", data={"api_key": key, "blog": BLOG, "user_ip": IP, "guid": guid,
+                                             "comment_content": SPAM_TEXT + " (test)"})
+    assert done.content == face.THANKS.encode()
+    assert client.submit_spam(IP, comment_content="test only", is_test=True) is True
+    assert labels.get(guid) is None and labels.count(BLOG) == before
+
+
+# ---- usage and key-sites -------------------------------------------------------------------------------------
+
+
+def test_usage_limit_and_key_sites_count_per_site(app, live):
+    store = app.extensions["winnow"].keys
+    key = store.create("https://stats.example.com", "site", "stats")[0]
+    with _http_client(live, key) as http:
+        first = akismet.SyncClient(config=akismet.Config(key=key, url=BLOG), http_client=http)
+        second = akismet.SyncClient(config=akismet.Config(key=key, url=OTHER_BLOG), http_client=http)
+        for text in (HAM_TEXT, SPAM_TEXT, DISCARD_TEXT):
+            first.comment_check(IP, comment_content=text)
+        second.comment_check(IP, comment_content=HAM_TEXT)
+        first.submit_spam(IP, comment_content="missed one")
+        second.submit_ham(IP, comment_content="wrongly caught")
+
+        usage = first.usage_limit()
+        assert usage == {"limit": "none", "usage": 4, "percentage": "0.00", "throttled": False}
+
+        sites = first.key_sites()
+        month = face.month_of()
+        assert (sites["total"], sites["offset"], sites["limit"]) == (2, 0, 500)
+        rows = {row["site"]: row for row in sites[month]}
+        assert rows["blog.example.com"] == {"site": "blog.example.com", "api_calls": 3, "spam": 2, "ham": 1,
+                                            "missed_spam": 1, "false_positives": 0, "is_revoked": False}
+        assert rows["shop.example.com"] == {"site": "shop.example.com", "api_calls": 1, "spam": 0, "ham": 1,
+                                            "missed_spam": 0, "false_positives": 1, "is_revoked": False}
+        assert [r["site"] for r in sites[month]] == ["blog.example.com", "shop.example.com"]  # by total calls
+
+        csv_text = first.key_sites(result_format="csv", order="false_positives", url_filter="shop")
+        lines = csv_text.split("\n")
+        assert lines[0].startswith(f"Active sites for ") and f"during {month}" in lines[0] and "total: 1" in lines[0]
+        assert lines[1] == "Site,Total API Calls,Spam,Ham,Missed Spam,False Positives,Is Revoked"
+        assert lines[2:] == ["shop.example.com,1,0,1,0,1,false"]
+        assert not csv_text.endswith("\n")
+
+        assert first.key_sites(month="2001-01") == {"2001-01": [], "limit": 500, "offset": 0, "total": 0}
+        assert first.key_sites(limit=1, offset=1)[month][0]["site"] == "shop.example.com"
+
+
+def test_key_sites_refuses_bad_arguments_and_bad_keys(raw, key):
+    assert raw.get("/1.2/key-sites", params={"api_key": key, "month": "2024-13"}).status_code == 400
+    assert raw.get("/1.2/key-sites", params={"api_key": key, "format": "xml"}).status_code == 400
+    assert raw.get("/1.2/key-sites", params={"api_key": key, "limit": "ten"}).status_code == 400
+    bad = raw.get("/1.2/key-sites", params={"api_key": "abcdefabcdef"})
+    assert bad.content == b"invalid" and bad.headers["X-akismet-debug-help"]
+    assert raw.post("/1.2/usage-limit", data={"api_key": "abcdefabcdef"}).content == b"invalid"
+
+
+def test_usage_counters_are_written_in_one_hash_per_key_and_month(app, r, keys, raw):
+    raw.post("/1.1/comment-check", data={"api_key": keys["other"], "blog": "other.example.net", "user_ip": IP,
+                                         "comment_content": HAM_TEXT})
+    app.extensions[face.USAGE_EXTENSION].flush()
+    record = app.extensions["winnow"].keys.authenticate(keys["other"])
+    h = r.hgetall(rediskeys.AKISMET_USAGE.format(key_id=record.id, month=face.month_of()))
+    assert h == {b"api_calls:other.example.net": b"1", b"ham:other.example.net": b"1"}
+    assert 0 < r.ttl(rediskeys.AKISMET_USAGE.format(key_id=record.id, month=face.month_of())) <= face.STATS_TTL_SECONDS
+
+
+# ---- the real client, async -----------------------------------------------------------------------------------
+
+
+def test_async_client_end_to_end(live, key):
+    async def run():
+        async with httpx.AsyncClient(transport=AsyncToWinnow(live), timeout=10, params={"api_key": key},
+                                     headers={"User-Agent": akismet.USER_AGENT}) as http:
+            client = await akismet.AsyncClient.validated_client(config=akismet.Config(key=key, url=BLOG),
+                                                                http_client=http)
+            out = [
+                await client.comment_check(IP, comment_content=HAM_TEXT),
+                await client.comment_check(IP, comment_content=SPAM_TEXT),
+                await client.comment_check(IP, comment_content=DISCARD_TEXT),
+                await client.submit_spam(IP, comment_content="async missed spam"),
+                await client.submit_ham(IP, comment_content="async false positive"),
+                await client.verify_key(key="notarealkey1", url=BLOG),
+                (await client.usage_limit())["limit"],
+                sorted((await client.key_sites())),
+            ]
+            return out
+
+    out = asyncio.run(run())
+    assert out[:3] == [akismet.CheckResponse.HAM, akismet.CheckResponse.SPAM, akismet.CheckResponse.DISCARD]
+    assert out[3:6] == [True, True, False]
+    assert out[6] == "none" and out[7] == sorted([face.month_of(), "limit", "offset", "total"])
+
+
+# ---- what a WordPress site sends --------------------------------------------------------------------------------
+
+
+def _wordpress_body(key: str | None, content: str, charset: str = "UTF-8", **extra) -> bytes:
+    fields = [
+        ("comment_post_ID", "42"), ("comment_author", "Jürgen"), ("comment_author_email", "j@example.de"),
+        ("comment_author_url", ""), ("comment_content", content), ("comment_type", "comment"),
+        ("comment_parent", "0"), ("user_ID", "0"), ("user_ip", IP), ("user_agent", "Mozilla/5.0 (X11)"),
+        ("referrer", BLOG + "/2024/05/hello/"), ("blog", BLOG), ("blog_lang", "de_DE"), ("blog_charset", charset),
+        ("permalink", BLOG + "/2024/05/hello/"), ("akismet_comment_nonce", "passed"),
+        ("comment_post_modified_gmt", "2024-05-01 09:00:00"),
+        ("comment_context[0]", "Backups"), ("comment_context[1]", "Linux"),
+        ("callback", BLOG + "/wp-json/akismet/v1/webhook"),
+        ("POST_comment", content), ("POST_submit", "Post Comment"), ("POST_comment_post_ID", "42"),
+        ("POST_ak_js", "1714550000000"), ("POST_ak_hp_textarea", ""),
+        ("HTTP_HOST", "blog.example.com"), ("HTTP_USER_AGENT", "Mozilla/5.0 (X11)"),
+        ("HTTP_ACCEPT", "text/html,application/xhtml+xml"), ("HTTP_ACCEPT_LANGUAGE", "de-DE,de;q=0.9"),
+        ("HTTP_ACCEPT_ENCODING", "gzip, deflate, br"), ("HTTP_REFERER", BLOG + "/2024/05/hello/"),
+        ("HTTP_CONTENT_TYPE", "application/x-www-form-urlencoded"), ("HTTP_X_FORWARDED_FOR", IP),
+        ("REMOTE_ADDR", IP), ("REQUEST_URI", "/wp-comments-post.php"),
+    ]
+    fields += list(extra.items())
+    if key:
+        fields.append(("api_key", key))
+    return urllib.parse.urlencode(fields, encoding=charset).encode("ascii")
+
+
+def test_wordpress_shaped_posts_pass(raw, key, app):
+    headers = {"Content-Type": "application/x-www-form-urlencoded; charset=UTF-8",
+               "User-Agent": "WordPress/6.5 | Akismet/5.3", "Host": "rest.akismet.com"}
+    ham = raw.post("/1.1/comment-check", content=_wordpress_body(key, HAM_TEXT + " Grüße!"), headers=headers)
+    assert (ham.status_code, ham.content) == (200, b"false")
+    record = _stored_check(app, ham.headers["X-akismet-guid"])
+    assert record.comment.author == "Jürgen" and record.comment.content.endswith("Grüße!")
+    assert record.comment.language == "de_DE" and record.comment.honeypot is False
+    spam = raw.post("/1.1/comment-check", content=_wordpress_body(key, DISCARD_TEXT), headers=headers)
+    assert spam.content == b"true" and spam.headers["X-akismet-pro-tip"] == "discard"
+
+
+def test_wordpress_charset_and_legacy_key_host(raw, key, app):
+    # An ISO-8859-1 blog, and an older plugin that names the key only in the Host header.
+    body = _wordpress_body(None, HAM_TEXT + " Grüße", charset="ISO-8859-1")
+    resp = raw.post("/1.1/comment-check", content=body, headers={
+        "Content-Type": "application/x-www-form-urlencoded; charset=ISO-8859-1", "Host": f"{key}.rest.akismet.com"})
+    assert resp.content == b"false"
+    record = _stored_check(app, resp.headers["X-akismet-guid"])
+    assert record.comment.author == "Jürgen" and record.comment.content.endswith("Grüße")
+
+
+def test_honeypot_field_marks_the_comment(raw, key, app):
+    resp = raw.post("/1.1/comment-check", data={
+        "api_key": key, "blog": BLOG, "user_ip": IP, "comment_content": HAM_TEXT,
+        "honeypot_field_name": "hidden_website", "hidden_website": "http://bot.example"})
+    assert _stored_check(app, resp.headers["X-akismet-guid"]).comment.honeypot is True
+
+
+def test_bad_dates_and_odd_fields_are_ignored_not_errors(raw, key, app):
+    resp = raw.post("/1.1/comment-check", data={
+        "api_key": key, "blog": BLOG, "user_ip": f"{IP}, 10.0.0.1", "comment_content": HAM_TEXT,
+        "comment_date_gmt": "yesterday-ish", "comment_author_email": "not an email", "comment_type": "x" * 300,
+        "user_role": "subscriber"})
+    assert resp.status_code == 200 and resp.content in (b"true", b"false")
+    c = _stored_check(app, resp.headers["X-akismet-guid"]).comment
+    assert (c.created_at, c.author_email, c.user_ip, c.user_role) == ("", "", IP, "subscriber")
+
+
+# ---- the protocol's answers to bad requests: never a 500 -------------------------------------------------------
+
+
+def test_missing_required_fields(raw, key, live):
+    no_blog = raw.post("/1.1/comment-check", data={"api_key": key, "user_ip": IP, "comment_content": "x"})
+    assert (no_blog.status_code, no_blog.content) == (400, b"Missing required field: blog.")
+    assert no_blog.headers["Content-Type"].startswith("text/plain")
+    assert "X-akismet-debug-help" not in no_blog.headers
+    no_ip = raw.post("/1.1/comment-check", data={"api_key": key, "blog": BLOG, "comment_content": "x"})
+    assert (no_ip.status_code, no_ip.content) == (400, b"Missing required field: user_ip.")
+    assert raw.post("/1.1/submit-spam", data={"api_key": key, "blog": BLOG}).status_code == 400
+    assert raw.post("/1.1/verify-key", data={"key": key}).content == b"Missing required field: blog."
+    with _http_client(live) as http:
+        client = akismet.SyncClient(config=akismet.Config(key=key, url=""), http_client=http)
+        with pytest.raises(akismet.RequestError):
+            client.comment_check(IP, comment_content=HAM_TEXT)
+
+
+JUNK = [
+    b"",
+    b"\x00\xff\xfe\x80garbage",
+    b"%%%%&&&===%zz%e9%",
+    b'{"api_key": "x", "blog": "y"}',
+    b"a=" + b"%C3" * 1000,
+    b"&".join(b"k%d=v" % i for i in range(3000)),
+]
+
+
+@pytest.mark.parametrize("body", JUNK)
+@pytest.mark.parametrize("path", ["/1.1/comment-check", "/1.1/verify-key", "/1.1/submit-ham", "/1.2/key-sites"])
+def test_junk_bodies_get_protocol_answers(raw, path, body):
+    resp = raw.post(path, content=body, headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert resp.status_code < 500
+    assert resp.headers["Content-Type"].startswith("text/plain")
+    assert resp.content in (b"invalid", b"Too many fields.")
+
+
+def test_junk_with_a_valid_key_is_a_missing_field_not_a_crash(raw, key):
+    for body in (b"api_key=" + key.encode() + b"&\xff\xfe=\x00\x01&blog", b"api_key=" + key.encode()):
+        resp = raw.post("/1.1/comment-check", content=body, headers={
+            "Content-Type": "application/x-www-form-urlencoded; charset=no-such-charset"})
+        assert resp.status_code == 400 and resp.content.startswith(b"Missing required field: ")
+    multipart = raw.post("/1.1/comment-check", data={"api_key": key, "blog": BLOG, "user_ip": IP,
+                                                     "comment_content": HAM_TEXT}, files={"f": b"x"})
+    assert multipart.content == b"false"
+
+
+def test_oversized_and_wrong_method_are_text_answers(raw, key):
+    big = raw.post("/1.1/comment-check", content=b"a=" + b"x" * (2 * 1024 * 1024),
+                   headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert big.status_code == 413 and big.headers["Content-Type"].startswith("text/plain")
+    get = raw.get("/1.1/comment-check", params={"api_key": key})
+    assert get.status_code == 405 and get.headers["Content-Type"].startswith("text/plain")
+    huge_content = raw.post("/1.1/comment-check", data={"api_key": key, "blog": BLOG, "user_ip": IP,
+                                                        "comment_content": "é" * 40_000})
+    assert huge_content.status_code == 200 and huge_content.content in (b"true", b"false")
+
+
+def test_wordpress_admin_page_calls(raw, key):
+    assert raw.get("/1.1/test").content == b"connected"
+    sub = raw.post("/1.1/get-subscription", data={"key": key, "blog": BLOG})
+    assert sub.json()["status"] == "active"
+    assert raw.post("/1.1/get-subscription", data={"key": "abcdefabcdef", "blog": BLOG}).content == b"invalid"
+
+
+# ---- policy: unsure answers, rate limits --------------------------------------------------------------------
+
+
+def test_unsure_can_be_answered_false(r, tmp_path, key):
+    app = _build_app(r, tmp_path, akismet_unsure_as_spam=False)
+    try:
+        web = app.test_client()
+        resp = web.post("/1.1/comment-check", data={"api_key": key, "blog": BLOG, "user_ip": IP,
+                                                    "comment_content": UNSURE_TEXT})
+        assert resp.data == b"false" and resp.headers["X-akismet-guid"]
+        spam = web.post("/1.1/comment-check", data={"api_key": key, "blog": BLOG, "user_ip": IP,
+                                                    "comment_content": SPAM_TEXT})
+        assert spam.data == b"true"
+    finally:
+        app.extensions["winnow"].writer.stop()
+
+
+def test_rate_limited_calls_get_429_with_retry_after_per_key(r, tmp_path, keys):
+    from service import limits
+
+    app = _build_app(r, tmp_path, rate_limit="2/minute")
+    if "winnow.limiter" not in app.extensions:
+        limits.init_app(app, app.config["WINNOW_SETTINGS"])
+    try:
+        web = app.test_client()
+
+        def call(key):
+            return web.post("/1.1/comment-check", data={"api_key": key, "blog": BLOG, "user_ip": IP,
+                                                        "comment_content": HAM_TEXT})
+
+        assert [call(keys["site"]).status_code for _ in range(2)] == [200, 200]
+        limited = call(keys["site"])
+        assert limited.status_code == 429 and int(limited.headers["Retry-After"]) >= 1
+        assert call(keys["other"]).status_code == 200  # another key has its own budget
+    finally:
+        app.extensions["winnow"].writer.stop()
+        r.delete(*(r.keys("LIMITS*") or [b"-"]))
+
+
+def test_unknown_endpoints_are_text_404(raw):
+    resp = raw.post("/1.1/no-such-thing", data={"a": "b"})
+    assert resp.status_code == 404 and resp.headers["Content-Type"].startswith("text/plain")
+    put = raw.put("/1.2/key-sites")
+    assert put.status_code == 405 and put.headers["Allow"] == "GET, POST"
