@@ -5,6 +5,7 @@ Answers follow the protocol to the byte (text/plain, no trailing newline; `X-aki
 """
 from __future__ import annotations
 
+import codecs
 import csv
 import dataclasses
 import datetime as _dt
@@ -86,8 +87,6 @@ def _percent_encode_high_bytes(body: bytes) -> str:
 
 
 def _codec(charset: str | None) -> str:
-    import codecs
-
     try:
         return codecs.lookup((charset or "utf-8").strip().strip('"')).name
     except LookupError:
@@ -165,7 +164,8 @@ def api_key(params: Params, *names: str) -> str:
 
 
 def normalise_blog(blog: str) -> str:
-    """The site name key-sites reports: host and path, without scheme, `www.`-insensitive casing or trailing slash."""
+    """The site name key-sites reports: lower-case host (and port) plus path, without scheme or trailing slash, so
+    http/https and case variants of one blog count together."""
     value = blog.strip()
     parts = urllib.parse.urlsplit(value if "//" in value else "//" + value)
     host = (parts.hostname or "").lower()
@@ -495,7 +495,7 @@ def _submit(label: str) -> Response:
             check = None  # expired or unknown: fall back to the comment in the parameters
         if check is not None:
             original = "true" if check.answered == "spam" else "false"
-            if not check.is_test:
+            if not (check.is_test or call.is_test):
                 checking.label_check(check.id, label, moderator=moderator, site_scope=record.site, source="akismet")
             stored = True
     if not stored and not call.is_test:

@@ -319,6 +319,11 @@ def test_is_test_is_never_trained_on(raw, client, key, app):
     assert done.content == face.THANKS.encode()
     assert client.submit_spam(IP, comment_content="test only", is_test=True) is True
     assert labels.get(guid) is None and labels.count(BLOG) == before
+    # a test submission about a real check does not label it either
+    real = raw.post("/1.1/comment-check", data={"api_key": key, "blog": BLOG, "user_ip": IP,
+                                                "comment_content": SPAM_TEXT + " (real)"}).headers["X-akismet-guid"]
+    raw.post("/1.1/submit-ham", data={"api_key": key, "blog": BLOG, "user_ip": IP, "guid": real, "is_test": "true"})
+    assert labels.get(real) is None and _stored_check(app, real).queued
 
 
 # ---- usage and key-sites -------------------------------------------------------------------------------------
@@ -555,11 +560,7 @@ def test_unsure_can_be_answered_false(r, tmp_path, key):
 
 
 def test_rate_limited_calls_get_429_with_retry_after_per_key(r, tmp_path, keys):
-    from service import limits
-
     app = _build_app(r, tmp_path, rate_limit="2/minute")
-    if "winnow.limiter" not in app.extensions:
-        limits.init_app(app, app.config["WINNOW_SETTINGS"])
     try:
         web = app.test_client()
 
