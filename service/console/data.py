@@ -6,12 +6,15 @@ from flask import Blueprint, jsonify, request
 
 from service import auth, checking
 from service.context import services
-from service.http import ApiError
-from training import activity
+from service.http import ApiError, json_object
+from training import activity, pages
+from training.schema import LABELS
 
 api = Blueprint("console_api", __name__, url_prefix="/moderate/api")
 
 MAX_EXPLAIN = 50
+SEARCH_PAGE = 50
+SEARCH_SCAN = 5000  # labels read per search call at most; the cursor carries on from there
 
 
 def _scope(requested: str | None = None) -> str | None:
@@ -83,3 +86,68 @@ def segments(content: str, highlights: list[dict]) -> list[list]:
     if pos < len(content):
         out.append([content[pos:], None])
     return out
+
+
+@api.post("/labels/<label_id>/undo")
+@auth.requires("moderator")
+def undo_label(label_id: str):
+    """Take a label back; a check's label returns the check to the queue."""
+    try:
+        removed = checking.unlabel(label_id, moderator=auth.current(), site_scope=_scope())
+    except checking.NotFound:
+        raise ApiError(404, "not_found", "no such label", field="id") from None
+    return jsonify({"id": removed.id, "removed": removed.previous, "check_id": removed.check_id or None})
+
+
+@api.post("/labels/<label_id>")
+@auth.requires("moderator")
+def relabel(label_id: str):
+    """Change a past label, whether or not its check is still stored."""
+    body = json_object()
+    unknown = sorted(set(body) - {"label"})
+    if unknown:
+        raise ApiError(400, "invalid", "unknown field", field=unknown[0])
+    try:
+        stored = checking.relabel(label_id, body.get("label"), moderator=auth.current(), site_scope=_scope())
+    except checking.NotFound:
+        raise ApiError(404, "not_found", "no such label", field="id") from None
+    return jsonify({**stored.to_dict(), "previous": stored.previous})
+
+
+@api.get("/labels/search")
+@auth.requires("moderator")
+def search_labels():
+    """Labelled comments whose text, author, email, link or moderator contains every word of `q`, newest first.
+
+    Labels are not indexed by text, so one call reads at most SEARCH_SCAN labels and returns a cursor to go on
+    from where it stopped; the page asks again for more."""
+    q = (request.args.get("q") or "").strip()
+    if len(q) > 200:
+        raise ApiError(400, "invalid", "must be at most 200 characters", field="q")
+    label = request.args.get("label") or None
+    if label is not None and label not in LABELS:
+        raise ApiError(400, "invalid", 'must be "spam" or "ham"', field="label")
+    words = q.casefold().split()
+    store = services().labels
+    site = _scope(request.args.get("site"))
+    cursor = request.args.get("cursor") or None
+    found, scanned = [], 0
+    while len(found) < SEARCH_PAGE and scanned < SEARCH_SCAN:
+        records, cursor = store.list(site=site, label=label, cursor=cursor, limit=200)
+        scanned += len(records)
+        for i, r in enumerate(records):
+            if _matches(r, words):
+                found.append(r)
+                if len(found) == SEARCH_PAGE:
+                    # Resume right after this record, not after the whole batch.
+                    cursor = pages.encode(r.labelled_at, r.id) if i < len(records) - 1 or cursor else None
+                    break
+        if cursor is None:
+            break
+    return jsonify({"items": [r.to_dict() for r in found], "next_cursor": cursor, "scanned": scanned})
+
+
+def _matches(record, words: list[str]) -> bool:
+    c = record.comment
+    haystack = "\n".join((c.content, c.author, c.author_email, c.author_url, record.labelled_by)).casefold()
+    return all(w in haystack for w in words)

@@ -61,8 +61,10 @@ export function start(root) {
     if (!append) { state.rows = []; state.cur = -1; state.cursor = null; list.replaceChildren(); }
     status(statusEl, "Searching…");
     try {
-      const data = await get(`${paths.api}/labels`, {
-        q: q.value.trim(), site: siteSel.value, label: labelSel.value, limit: PAGE,
+      // Plain filters are the API's; text search is the console's own (labels are not indexed by text).
+      const text = q.value.trim();
+      const data = await get(text ? `${paths.console}api/labels/search` : `${paths.api}/labels`, {
+        q: text || undefined, site: siteSel.value, label: labelSel.value, limit: PAGE,
         cursor: append ? state.cursor : undefined,
       });
       if (seq !== state.seq) return;
@@ -74,9 +76,8 @@ export function start(root) {
       if (!state.rows.length) list.append(h("li", { class: "empty" }, "No labelled comments match."));
       if (state.cur < 0 && state.rows.length) setCurrent(0);
       status(statusEl, `${state.rows.length} shown${state.cursor ? ", more available" : ""}.`);
-      explain(state.rows.slice(firstNew).filter((r) => r.item.check_id)
-        .map((r) => ({ ...r, item: { ...r.item.comment && r.item, id: r.item.check_id } })))
-        .catch(() => {});
+      // Highlights exist only while a label's check is still stored.
+      explain(state.rows.slice(firstNew).filter((r) => r.item.check_id)).catch(() => {});
     } catch (err) {
       if (seq === state.seq) status(statusEl, `Search failed: ${err.message}`, true);
     }
@@ -87,7 +88,7 @@ export function start(root) {
     state.busy = true;
     const before = r.item.label;
     try {
-      const stored = await post(`${paths.api}/labels/${encodeURIComponent(r.item.id)}`, { label });
+      const stored = await post(`${paths.console}api/labels/${encodeURIComponent(r.item.id)}`, { label });
       r.item = { ...r.item, ...(stored || {}), label };
       if (record) state.history.push({ r, before });
       status(statusEl, `Relabelled ${label}.`);

@@ -63,9 +63,11 @@ export function start(root) {
     if (!v) { prBox.replaceChildren(); cmBox.replaceChildren(); return; }
     const m = metricsOf(v);
     title.textContent = `Evaluation of ${v.version}${v.evaluation ? ` (${v.evaluation})` : ""}`;
-    const marker = Number.isFinite(m.precision) && Number.isFinite(m.recall) ? { precision: m.precision, recall: m.recall } : null;
-    prBox.replaceChildren(prCurve({ title: `Precision–recall, ${v.version}`, points: curveOf(m), marker }));
     const c = confusionOf(m);
+    // The dot marks where the serving threshold puts this model on its curve.
+    const marker = c && c.tp + c.fp > 0 && c.tp + c.fn > 0
+      ? { precision: c.tp / (c.tp + c.fp), recall: c.tp / (c.tp + c.fn) } : null;
+    prBox.replaceChildren(prCurve({ title: `Precision–recall, ${v.version}`, points: curveOf(m), marker }));
     cmBox.replaceChildren(c
       ? confusionMatrix({ title: `Confusion matrix at ${num(m.spam_threshold ?? c.threshold, 2)}, ${v.version}`, ...c })
       : h("p", { class: "muted" }, "No confusion counts stored for this version."));

@@ -1,5 +1,5 @@
 // The queue: unlabelled comments, most uncertain first, labelled with buttons or keys; every label can be undone.
-import { get, paths, post, request } from "./api.js";
+import { get, paths, post } from "./api.js";
 import { commentCard } from "./cards.js";
 import { explain, fillSites, keyHandler } from "./common.js";
 import { h, status } from "./dom.js";
@@ -148,7 +148,7 @@ export function start(root) {
     for (const { r, prev } of [...last].reverse()) {
       try {
         if (prev) await post(`${paths.api}/comments/${encodeURIComponent(r.item.id)}/label`, { label: prev });
-        else await request("DELETE", `${paths.api}/comments/${encodeURIComponent(r.item.id)}/label`);
+        else await post(`${paths.console}api/labels/${encodeURIComponent(r.item.id)}/undo`);
         r.label = prev;
         paint(r);
       } catch (err) {
