@@ -1,0 +1,199 @@
+"""Checking and labelling as domain functions, shared by the JSON API, the Akismet face and the console.
+
+A check reads nothing from Redis: the model is in memory, the site's policy and the key are cached, and the record
+is written behind. Labels are the opposite: stored synchronously, or refused with StoreUnavailable.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from typing import Any, Mapping, Sequence
+
+import redis
+
+from service import metrics
+from service.context import services
+from training import labels as label_store
+from training.apikeys import KeyRecord
+from training.checks import CheckRecord
+from training.labels import LabelRecord
+from training.schema import Comment, parse_label
+
+
+class StoreUnavailable(Exception):
+    """Redis did not take a write that must not be lost; the faces answer 503 (nothing was stored)."""
+
+
+class NotFound(Exception):
+    """No such check or label in the caller's scope (another site's ids are reported the same way)."""
+
+
+class NotTrainable(Exception):
+    """A label for an is_test check: test checks never become training data."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CheckResult:
+    id: str
+    verdict: str
+    score: float
+    discard: bool
+    reasons: list[dict[str, Any]]
+    model_version: str
+    shadow: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "verdict": self.verdict, "score": self.score, "discard": self.discard,
+                "reasons": self.reasons, "model_version": self.model_version, "shadow": self.shadow}
+
+
+def new_id() -> str:
+    return os.urandom(12).hex()
+
+
+def check(comment: Comment, *, site: str, principal: KeyRecord | None, is_test: bool = False, source: str = "api",
+          ids: Mapping[str, str] | None = None) -> CheckResult:
+    """Score a comment for `site` under the site's policy and record it (written behind, never blocking)."""
+    svc = services()
+    version, model = svc.serving.snapshot()
+    if model is None:
+        raise StoreUnavailable("no model is loaded yet")
+    policy = svc.sites.policy(site)
+    comment = comment.replace(site=site)
+    verdict = model.score(comment)
+    score = float(verdict.score)
+    real = policy.verdict(score)
+    discard = real == "spam" and score >= policy.discard_threshold
+    reasons = _reasons(verdict)
+    trusted = bool(comment.user_role) and comment.user_role in policy.trusted_roles
+    answered = real
+    if trusted:
+        answered, discard = "ham", False
+        reasons = [{"signal": f"trusted role: {comment.user_role}", "weight": 0.0}] + reasons
+    if policy.shadow:
+        answered, discard = "ham", False
+    record = CheckRecord(
+        id=new_id(), site=site, comment=comment, verdict=real, answered=answered, score=score, discard=discard,
+        model_version=str(version or ""), created_at=time.time(), reasons=tuple(reasons), shadow=policy.shadow,
+        trusted=trusted, is_test=is_test, source=source, key_id=principal.id if principal else "",
+        refs=tuple((str(k), str(v)) for k, v in (ids or {}).items()),
+    )
+    svc.writer.submit(record)
+    metrics.observe_verdict(answered, source)
+    return CheckResult(id=record.id, verdict=answered, score=round(score, 6), discard=discard, reasons=reasons,
+                       model_version=record.model_version, shadow=policy.shadow)
+
+
+def _reasons(verdict: Any) -> list[dict[str, Any]]:
+    """The model's top contributions as [{"signal", "weight"}], whatever shape the model reports them in."""
+    out = []
+    for item in getattr(verdict, "reasons", None) or ():
+        if isinstance(item, Mapping):
+            signal, weight = item.get("signal"), item.get("weight")
+        elif isinstance(item, (tuple, list)) and len(item) >= 2:
+            signal, weight = item[0], item[1]
+        else:
+            signal, weight = getattr(item, "signal", item), getattr(item, "weight", 0.0)
+        out.append({"signal": str(signal), "weight": round(float(weight), 6)})
+    return out
+
+
+def get_check(check_id: str, *, site_scope: str | None) -> CheckRecord:
+    """A stored (or still buffered) check in the caller's scope, or NotFound."""
+    svc = services()
+    record = svc.writer.pending(check_id)
+    if record is None:
+        try:
+            record = svc.checks.get(check_id)
+        except redis.RedisError as exc:
+            raise StoreUnavailable(str(exc)) from exc
+    if record is None or (site_scope is not None and record.site != site_scope):
+        raise NotFound(check_id)
+    return record
+
+
+def label_check(check_id: str, label: str, *, moderator: KeyRecord | str, site_scope: str | None,
+                source: str = "api") -> LabelRecord:
+    """Label a stored check by id (relabel allowed, audited); returns the stored label once Redis has it."""
+    label = parse_label(label)
+    record = get_check(check_id, site_scope=site_scope)
+    if record.is_test:
+        raise NotTrainable(check_id)
+    svc = services()
+    if svc.writer.pending(check_id) is not None:
+        # The check itself must be in Redis first, or a later flush would put it back in the queue.
+        if not svc.writer.flush(timeout=2.0):
+            raise StoreUnavailable("the check is not stored yet")
+    return _store([label_store.for_check(record, label, by=_who(moderator), source=source)])[0]
+
+
+def label_new(comment: Comment, label: str, *, moderator: KeyRecord | str, site: str,
+              source: str = "api") -> LabelRecord:
+    """Label a comment that was never checked (full content given)."""
+    return label_new_many([(site, comment, label)], moderator=moderator, source=source)[0]
+
+
+def label_new_many(items: Sequence[tuple[str, Comment, str]], *, moderator: KeyRecord | str,
+                   source: str = "api") -> list[LabelRecord]:
+    """Store (site, comment, label) items all or nothing, in one Redis transaction."""
+    by = _who(moderator)
+    records = [label_store.for_comment(site, comment, parse_label(label), by=by, source=source)
+               for site, comment, label in items]
+    return _store(records)
+
+
+def relabel(label_id: str, label: str, *, moderator: KeyRecord | str, site_scope: str | None,
+            source: str = "console") -> LabelRecord:
+    """Change a stored label by its id, whether or not its check is still kept (checks expire, labels do not)."""
+    label = parse_label(label)
+    record = _label_in_scope(label_id, site_scope)
+    changed = dataclasses.replace(record, label=label, labelled_at=time.time(), labelled_by=_who(moderator),
+                                  source=source)
+    return _store([changed])[0]
+
+
+def unlabel(label_id: str, *, moderator: KeyRecord | str, site_scope: str | None) -> LabelRecord:
+    """Take a label back (undo): no longer training data, audited, and a check's label requeues the check."""
+    _label_in_scope(label_id, site_scope)
+    try:
+        removed = services().labels.remove(label_id, by=_who(moderator))
+    except redis.RedisError as exc:
+        raise StoreUnavailable(str(exc)) from exc
+    if removed is None:
+        raise NotFound(label_id)
+    return removed
+
+
+def _label_in_scope(label_id: str, site_scope: str | None) -> LabelRecord:
+    try:
+        record = services().labels.get(label_id)
+    except redis.RedisError as exc:
+        raise StoreUnavailable(str(exc)) from exc
+    if record is None or (site_scope is not None and record.site != site_scope):
+        raise NotFound(label_id)
+    return record
+
+
+def queue(*, site_scope: str | None, verdict: str | None = None, cursor: str | None = None,
+          limit: int = 50) -> tuple[list[CheckRecord], str | None]:
+    try:
+        return services().checks.queue(site=site_scope, verdict=verdict, cursor=cursor, limit=limit)
+    except redis.RedisError as exc:
+        raise StoreUnavailable(str(exc)) from exc
+
+
+def _store(records: list[LabelRecord]) -> list[LabelRecord]:
+    svc = services()
+    try:
+        stored = svc.labels.put_many(records)
+    except redis.RedisError as exc:
+        raise StoreUnavailable(str(exc)) from exc
+    label_store.after_labels(svc.redis, svc.settings, stored)
+    return stored
+
+
+def _who(moderator: KeyRecord | str) -> str:
+    if isinstance(moderator, KeyRecord):
+        return f"{moderator.name} ({moderator.id})" if moderator.name else f"{moderator.role} ({moderator.id})"
+    return str(moderator)

@@ -1,0 +1,36 @@
+"""The objects one app instance shares across its blueprints: settings, Redis, the served model and the stores.
+
+`create_app` builds one `Services` and every face (JSON API, Akismet, console, ops) reaches it through
+`services()`, so no blueprint builds its own Redis client or store.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import redis
+from flask import current_app
+
+from training.apikeys import KeyStore
+from training.checks import CheckStore, WriteBehind
+from training.labels import LabelStore
+from training.settings import Settings
+from training.sites import SiteStore
+
+EXTENSION = "winnow"
+
+
+@dataclasses.dataclass
+class Services:
+    settings: Settings
+    redis: redis.Redis
+    serving: Any  # training.registry.ServingModel or anything with snapshot() -> (version, model)
+    keys: KeyStore
+    sites: SiteStore
+    checks: CheckStore
+    writer: WriteBehind
+    labels: LabelStore
+
+
+def services() -> Services:
+    return current_app.extensions[EXTENSION]

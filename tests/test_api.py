@@ -1,0 +1,378 @@
+"""The JSON API through Flask's test client, against the real Redis (SERVICE database, flushed)."""
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from service import auth
+from service.app import connect, create_app
+from tests.service_support import HAM, SPAM, PrivateRedis, service_redis, service_redis_url, small_model
+from training.registry import ServingModel
+from training.settings import Settings
+
+SITE_A = "https://a.example.com"
+SITE_B = "https://b.example.org"
+
+
+@pytest.fixture()
+def r():
+    client = service_redis()
+    client.flushdb()
+    yield client
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture()
+def app(r, tmp_path):
+    settings = Settings(redis_url=service_redis_url(), secret_key="test-secret", data_dir=tmp_path)
+    app = create_app(settings, redis_client=r, serving=ServingModel.fixed(small_model(), "v-test"))
+    app.config["TESTING"] = True
+    yield app
+    app.extensions["winnow"].writer.stop()
+
+
+@pytest.fixture()
+def keys(app):
+    store = app.extensions["winnow"].keys
+    return {
+        "a": store.create(SITE_A, "site", "site a")[0],
+        "b": store.create(SITE_B, "site", "site b")[0],
+        "mod": store.create("", "moderator", "alice")[0],
+        "mod_a": store.create(SITE_A, "moderator", "carol")[0],
+        "admin": store.create("", "admin", "root")[0],
+    }
+
+
+@pytest.fixture()
+def api(app, keys):
+    client = app.test_client()
+
+    def call(method, path, key=None, body=None, raw=None, **kw):
+        headers = kw.pop("headers", {})
+        if key:
+            headers["Authorization"] = f"Bearer {keys[key]}"
+        data = raw if raw is not None else (json.dumps(body) if body is not None else None)
+        return client.open(path, method=method, data=data, headers=headers, content_type="application/json", **kw)
+
+    call.flush = lambda: app.extensions["winnow"].writer.flush()
+    call.client = client
+    return call
+
+
+def error(resp):
+    return resp.get_json()["error"]
+
+
+def test_check_answers_verdict_with_reasons_and_model_version(api):
+    spam = api("POST", "/api/v1/check", "a", {"content": SPAM[0]}).get_json()
+    ham = api("POST", "/api/v1/check", "a", {"content": HAM[0], "author": "Bo"}).get_json()
+    assert set(spam) >= {"id", "verdict", "score", "discard", "reasons", "model_version"}
+    assert spam["verdict"] in ("spam", "unsure") and ham["verdict"] == "ham"
+    assert spam["score"] > ham["score"]
+    assert spam["model_version"] == "v-test"
+    assert all(set(x) == {"signal", "weight"} for x in spam["reasons"])
+
+
+def test_check_is_stored_with_retention_ttl(api, r, app):
+    out = api("POST", "/api/v1/check", "a", {"content": SPAM[1]}).get_json()
+    api.flush()
+    ttl = r.ttl(f"winnow:check:{out['id']}")
+    assert 29 * 86400 < ttl <= 30 * 86400
+    got = api("GET", f"/api/v1/checks/{out['id']}", "a").get_json()
+    assert got["comment"]["content"] == SPAM[1] and got["site"] == SITE_A
+
+
+def test_batch_checks_and_refuses_bad_items_naming_them(api):
+    ok = api("POST", "/api/v1/check/batch", "a", {"comments": [{"content": c} for c in SPAM[:3]]})
+    assert ok.status_code == 200 and len(ok.get_json()["results"]) == 3
+    bad = api("POST", "/api/v1/check/batch", "a", {"comments": [{"content": "x"}, {"author": "no content"}, 7]})
+    assert bad.status_code == 400
+    fields = [f["field"] for f in error(bad)["fields"]]
+    assert fields == ["comments[1].content", "comments[2]"]
+    too_many = api("POST", "/api/v1/check/batch", "a", {"comments": [{"content": "x"}] * 101})
+    assert too_many.status_code == 400 and error(too_many)["field"] == "comments"
+
+
+@pytest.mark.parametrize("raw,code,field", [
+    (b'{"content": "x"', "bad_json", "body"),
+    (b'{"content": "caf\xe9"}', "bad_encoding", "body"),
+    (b'{"content": NaN}', "bad_json", "body"),
+    (b'["content"]', "invalid", "body"),
+    (b'{"content": 5}', "invalid", "content"),
+    (b'{"content": "x", "colour": "red"}', "invalid", "colour"),
+    (b'{"content": "x", "user_ip": "999.1.1.1"}', "invalid", "user_ip"),
+    (b'{"content": "x", "is_test": "yes"}', "invalid", "is_test"),
+    (b'', "invalid", "body"),
+    (b'[' * 100000 + b']' * 100000, "bad_json", "body"),
+])
+def test_bad_input_is_a_400_naming_the_field(api, raw, code, field):
+    resp = api("POST", "/api/v1/check", "a", raw=raw)
+    assert resp.status_code == 400, resp.data
+    assert error(resp)["code"] == code and error(resp)["field"] == field
+
+
+def test_oversized_content_and_body_are_413(api):
+    big = api("POST", "/api/v1/check", "a", {"content": "x" * (64 * 1024 + 1)})
+    assert big.status_code == 413 and error(big)["field"] == "content"
+    huge = api("POST", "/api/v1/check", "a", raw=b'{"content": "' + b"x" * (1024 * 1024) + b'"}')
+    assert huge.status_code == 413 and error(huge)["field"] == "body"
+
+
+def test_unknown_route_and_method_are_json(api):
+    assert error(api("GET", "/api/v1/nope", "a"))["code"] == "not_found"
+    resp = api("GET", "/api/v1/check", "a")
+    assert resp.status_code == 405 and error(resp)["code"] == "method_not_allowed"
+
+
+def test_auth_refusals_are_json_401_and_403(api, app):
+    assert api("POST", "/api/v1/check", None, {"content": "x"}).status_code == 401
+    wrong = api("POST", "/api/v1/check", None, {"content": "x"}, headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 401 and error(wrong)["field"] == "Authorization"
+    assert wrong.headers["WWW-Authenticate"].startswith("Bearer")
+    basic = api("POST", "/api/v1/check", None, {"content": "x"}, headers={"Authorization": "Basic Zm9v"})
+    assert basic.status_code == 401
+    other = api("POST", "/api/v1/check", "a", {"content": "x", "site": SITE_B})
+    assert other.status_code == 403 and error(other)["field"] == "site"
+    same = api("POST", "/api/v1/check", "a", {"content": "x", "site": "A.example.com/"})
+    assert same.status_code == 200
+    assert api("GET", "/api/v1/queue", "a").status_code == 403
+    assert api("GET", "/api/v1/labels", "a").status_code == 403
+    no_site = api("POST", "/api/v1/check", "mod", {"content": "x"})
+    assert no_site.status_code == 400 and error(no_site)["field"] == "site"
+    assert api("POST", "/api/v1/check", "mod", {"content": "x", "site": SITE_B}).status_code == 200
+
+
+def test_revoked_key_stops_working_within_the_cache_time(api, app, keys):
+    store = app.extensions["winnow"].keys
+    store.cache_seconds = 0.2
+    assert api("POST", "/api/v1/check", "b", {"content": "x"}).status_code == 200
+    record = store.authenticate(keys["b"])
+    assert store.revoke(record.id)
+    time.sleep(0.25)
+    assert api("POST", "/api/v1/check", "b", {"content": "x"}).status_code == 401
+    assert store.revoke("nosuchid") is False
+
+
+def test_keys_are_stored_hashed_and_shaped(app, r, keys):
+    assert len(keys["a"]) == 12 and keys["a"].isalnum()
+    assert keys["mod"].startswith("wm_") and len(keys["mod"]) == 35
+    dump = b"".join(v for k in r.keys("winnow:key*") for v in (r.hvals(k) if r.type(k) == b"hash" else []))
+    assert keys["a"].encode() not in dump and keys["mod"].encode() not in dump
+    listed = app.extensions["winnow"].keys.list(SITE_A)
+    assert {k.role for k in listed} == {"site", "moderator"}
+
+
+def test_label_check_relabel_keeps_audit_and_leaves_queue(api):
+    cid = api("POST", "/api/v1/check", "a", {"content": SPAM[2]}).get_json()["id"]
+    api.flush()
+    assert [i["id"] for i in api("GET", "/api/v1/queue", "mod").get_json()["items"]] == [cid]
+    first = api("POST", f"/api/v1/comments/{cid}/label", "mod", {"label": "spam"})
+    assert first.status_code == 200 and first.get_json()["previous"] is None
+    assert api("GET", "/api/v1/queue", "mod").get_json()["items"] == []
+    second = api("POST", f"/api/v1/comments/{cid}/label", "admin", {"label": "HAM"}).get_json()
+    assert second["previous"] == "spam" and second["label"] == "ham"
+    detail = api("GET", f"/api/v1/labels/{cid}", "mod").get_json()
+    assert detail["label"] == "ham" and detail["comment"]["content"] == SPAM[2]
+    assert [(a["from"], a["to"]) for a in detail["audit"]] == [(None, "spam"), ("spam", "ham")]
+    assert detail["audit"][0]["by"] == "alice (" + detail["audit"][0]["by"].split("(")[1]
+    bad = api("POST", f"/api/v1/comments/{cid}/label", "mod", {"label": "maybe"})
+    assert bad.status_code == 400 and error(bad)["field"] == "label"
+    assert api("POST", "/api/v1/comments/nosuch/label", "mod", {"label": "spam"}).status_code == 404
+
+
+def test_a_site_never_reaches_another_sites_checks_or_labels(api):
+    cid = api("POST", "/api/v1/check", "a", {"content": SPAM[3]}).get_json()["id"]
+    api("POST", "/api/v1/check", "b", {"content": SPAM[4]})
+    api.flush()
+    assert api("POST", f"/api/v1/comments/{cid}/label", "b", {"label": "ham"}).status_code == 404
+    assert api("GET", f"/api/v1/checks/{cid}", "b").status_code == 404
+    assert api("POST", f"/api/v1/comments/{cid}/label", "a", {"label": "spam"}).status_code == 200
+    scoped = api("GET", "/api/v1/queue", "mod_a").get_json()["items"]
+    assert scoped == []  # a's only check is labelled; b's is out of scope
+    assert api("GET", f"/api/v1/queue?site={SITE_B}", "mod_a").status_code == 403
+    assert len(api("GET", "/api/v1/queue", "mod").get_json()["items"]) == 1
+    labels = api("GET", "/api/v1/labels", "mod_a").get_json()["items"]
+    assert [x["site"] for x in labels] == [SITE_A]
+    export = api("GET", f"/api/v1/labels/export?site={SITE_B}", "mod_a")
+    assert export.status_code == 403
+
+
+def test_queue_orders_by_uncertainty_and_filters_by_verdict(api, app):
+    texts = [HAM[0], SPAM[0], "click here for more", "free stuff http://x.example.com now", HAM[1]]
+    out = [api("POST", "/api/v1/check", "a", {"content": t}).get_json() for t in texts]
+    api.flush()
+    items = api("GET", "/api/v1/queue", "mod").get_json()["items"]
+    distances = [abs(i["score"] - 0.5) for i in items]
+    assert distances == sorted(distances) and len(items) == 5
+    spam_only = api("GET", "/api/v1/queue?verdict=spam", "mod").get_json()["items"]
+    assert {i["id"] for i in spam_only} == {o["id"] for o in out if o["verdict"] == "spam"}
+    pages, cursor = [], None
+    while True:
+        got = api("GET", "/api/v1/queue?limit=2" + (f"&cursor={cursor}" if cursor else ""), "mod").get_json()
+        pages.append([i["id"] for i in got["items"]])
+        cursor = got["next_cursor"]
+        if not cursor:
+            break
+    assert [i for p in pages for i in p] == [i["id"] for i in items] and len(pages) == 3
+    assert error(api("GET", "/api/v1/queue?verdict=meh", "mod"))["field"] == "verdict"
+    assert error(api("GET", "/api/v1/queue?cursor=junk", "mod"))["field"] == "cursor"
+    assert error(api("GET", "/api/v1/queue?limit=0", "mod"))["field"] == "limit"
+
+
+def test_is_test_checks_are_answered_but_never_training_data(api):
+    out = api("POST", "/api/v1/check", "a", {"content": SPAM[0], "is_test": True}).get_json()
+    assert out["verdict"] in ("spam", "unsure")
+    api.flush()
+    assert api("GET", "/api/v1/queue", "mod").get_json()["items"] == []
+    resp = api("POST", f"/api/v1/comments/{out['id']}/label", "mod", {"label": "spam"})
+    assert resp.status_code == 409 and error(resp)["code"] == "test_check"
+
+
+def test_site_settings_thresholds_shadow_and_trusted_roles(api):
+    assert api("PUT", f"/api/v1/sites/{SITE_A}/settings", "mod", {"spam_threshold": 0.2}).status_code == 403
+    assert api("GET", f"/api/v1/sites/{SITE_A}/settings", "a").status_code == 403
+    bad = api("PUT", f"/api/v1/sites/{SITE_A}/settings", "admin", {"unsure_threshold": 0.95})
+    assert bad.status_code == 400 and error(bad)["field"] == "spam_threshold"
+    bad = api("PUT", f"/api/v1/sites/{SITE_A}/settings", "admin", {"spam_threshold": "high"})
+    assert error(bad)["field"] == "spam_threshold"
+    ok = api("PUT", "/api/v1/sites/a.example.com/settings", "admin",
+             {"unsure_threshold": 0.0, "spam_threshold": 0.0, "discard_threshold": 0.0})
+    assert ok.status_code == 200 and ok.get_json()["site"] == SITE_A
+    got = api("GET", f"/api/v1/sites/{SITE_A}/settings", "mod_a").get_json()
+    assert got["spam_threshold"] == 0.0 and "spam_threshold" in got["overridden"]
+    app_sites = api.client.application.extensions["winnow"].sites
+    app_sites._cache.clear()
+    out = api("POST", "/api/v1/check", "a", {"content": HAM[2]}).get_json()
+    assert out["verdict"] == "spam" and out["discard"] is True
+    trusted = api("POST", "/api/v1/check", "a", {"content": SPAM[0], "user_role": "Editor"}).get_json()
+    assert trusted["verdict"] == "ham" and trusted["discard"] is False
+    api("PUT", f"/api/v1/sites/{SITE_A}/settings", "admin", {"shadow": True})
+    app_sites._cache.clear()
+    shadow = api("POST", "/api/v1/check", "a", {"content": SPAM[1]}).get_json()
+    assert shadow["verdict"] == "ham" and shadow["shadow"] is True
+    api.flush()
+    queued = {i["id"]: i for i in api("GET", "/api/v1/queue", "mod").get_json()["items"]}
+    assert queued[shadow["id"]]["verdict"] == "spam" and queued[shadow["id"]]["answered"] == "ham"
+    assert trusted["id"] not in queued
+    reset = api("PUT", f"/api/v1/sites/{SITE_A}/settings", "admin",
+                {"unsure_threshold": None, "spam_threshold": None, "discard_threshold": None, "shadow": None})
+    assert reset.get_json()["overridden"] == []
+    # Site B never saw A's settings.
+    assert api("POST", "/api/v1/check", "b", {"content": HAM[2]}).get_json()["verdict"] == "ham"
+
+
+def test_post_labels_is_all_or_nothing_with_item_fields(api, r):
+    items = [{"content": SPAM[0], "label": "spam"}, {"content": HAM[0], "label": "ham", "author": "Jo"}]
+    bad = api("POST", "/api/v1/labels", "mod", {"site": SITE_A, "items": items + [
+        {"label": "spam"}, {"content": "x", "label": "eggs"}, {"content": "x" * 70000, "label": "spam"}]})
+    assert bad.status_code == 400
+    assert [f["field"] for f in error(bad)["fields"]] == ["items[2].content", "items[3].label", "items[4].content"]
+    assert not r.keys("winnow:label:*")
+    ok = api("POST", "/api/v1/labels", "mod", {"site": SITE_A, "items": items})
+    assert ok.status_code == 201 and ok.get_json()["stored"] == 2
+    again = api("POST", "/api/v1/labels", "a", {"items": [{"content": SPAM[0], "label": "ham"}]}).get_json()
+    assert again["labels"][0]["previous"] == "spam"  # the same comment again relabels, never duplicates
+    assert api("POST", "/api/v1/labels", "a", {"items": [{"content": "x", "label": "spam",
+                                                           "site": SITE_B}]}).status_code == 403
+    no_site = api("POST", "/api/v1/labels", "mod", {"items": [{"content": "x", "label": "spam"}]})
+    assert error(no_site)["fields"][0]["field"] == "items[0].site"
+    assert api("POST", "/api/v1/labels", "mod", {"site": SITE_A, "items": [
+        {"content": "x", "label": "spam"}] * 1001}).status_code == 400
+
+
+def test_labels_list_filters_and_pages_and_export_streams_jsonl(api, app):
+    store = app.extensions["winnow"].labels
+    for i, text in enumerate(SPAM[:3] + HAM[:3]):
+        site = SITE_A if i % 2 == 0 else SITE_B
+        api("POST", "/api/v1/labels", "mod", {"site": site, "items": [
+            {"content": text, "label": "spam" if text in SPAM else "ham"}]})
+    everything = api("GET", "/api/v1/labels", "mod").get_json()["items"]
+    assert len(everything) == 6
+    times = [x["labelled_at"] for x in everything]
+    assert times == sorted(times, reverse=True)
+    spam_a = api("GET", f"/api/v1/labels?label=spam&site={SITE_A}", "mod").get_json()["items"]
+    assert {x["comment"]["content"] for x in spam_a} == {SPAM[0], SPAM[2]}
+    middle = times[2]
+    since = api("GET", f"/api/v1/labels?since={middle}", "mod").get_json()["items"]
+    assert len(since) == 3
+    assert error(api("GET", "/api/v1/labels?since=yesterday", "mod"))["field"] == "since"
+    iso = api("GET", "/api/v1/labels?until=2000-01-01T00:00:00Z", "mod").get_json()["items"]
+    assert iso == []
+    seen, cursor = [], None
+    while True:
+        got = api("GET", "/api/v1/labels?limit=4" + (f"&cursor={cursor}" if cursor else ""), "mod").get_json()
+        seen += [x["id"] for x in got["items"]]
+        if not (cursor := got["next_cursor"]):
+            break
+    assert seen == [x["id"] for x in everything]
+    export = api("GET", "/api/v1/labels/export", "mod_a")
+    assert export.mimetype == "application/x-ndjson"
+    rows = [json.loads(line) for line in export.data.decode().splitlines()]
+    assert len(rows) == 3 and {x["site"] for x in rows} == {SITE_A}
+    examples = list(store.iter_examples())
+    assert len(examples) == 6 and examples[0][1] in ("spam", "ham")
+    assert store.count_since(0) == 6 and store.count_since(time.time() + 10) == 0
+
+
+def test_overturns_are_counted_for_the_learning_loop(api, app):
+    out = api("POST", "/api/v1/check", "a", {"content": HAM[3]}).get_json()
+    assert out["verdict"] == "ham"
+    api("POST", f"/api/v1/comments/{out['id']}/label", "mod", {"label": "spam"})
+    assert app.extensions["winnow"].labels.overturns_since(0) == 1
+
+
+def test_console_session_needs_csrf_for_writes(api, app, keys):
+    record = app.extensions["winnow"].keys.authenticate(keys["mod"])
+    with api.client.session_transaction() as sess:
+        sess[auth.SESSION_KEY] = record.id
+        sess[auth.CSRF_SESSION_KEY] = "token-123"
+    cid = api("POST", "/api/v1/check", "a", {"content": SPAM[0]}).get_json()["id"]
+    api.flush()
+    assert api("GET", "/api/v1/queue").status_code == 200
+    refused = api("POST", f"/api/v1/comments/{cid}/label", None, {"label": "spam"})
+    assert refused.status_code == 403 and error(refused)["code"] == "csrf"
+    wrong = api("POST", f"/api/v1/comments/{cid}/label", None, {"label": "spam"},
+                headers={"X-CSRF-Token": "token-124"})
+    assert wrong.status_code == 403
+    ok = api("POST", f"/api/v1/comments/{cid}/label", None, {"label": "spam"},
+             headers={"X-CSRF-Token": "token-123"})
+    assert ok.status_code == 200
+
+
+def test_redis_down_check_still_scores_labels_answer_503_and_recover(tmp_path):
+    server = PrivateRedis(tmp_path).start()
+    try:
+        settings = Settings(redis_url=server.url, secret_key="test-secret", data_dir=tmp_path)
+        app = create_app(settings, redis_client=connect(settings),
+                         serving=ServingModel.fixed(small_model(), "v-test"))
+        svc = app.extensions["winnow"]
+        key = svc.keys.create(SITE_A, "site")[0]
+        token = svc.keys.create("", "moderator", "alice")[0]
+        client = app.test_client()
+
+        def post(path, body, who):
+            return client.post(path, json=body, headers={"Authorization": f"Bearer {who}"})
+
+        cid = post("/api/v1/check", {"content": SPAM[0]}, key).get_json()["id"]
+        assert client.get("/api/v1/queue", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+        assert svc.writer.flush()
+        server.stop()
+        down = post("/api/v1/check", {"content": SPAM[1]}, key)
+        assert down.status_code == 200 and down.get_json()["verdict"] in ("spam", "unsure")
+        label = post(f"/api/v1/comments/{cid}/label", {"label": "spam"}, token)
+        assert label.status_code == 503 and error(label)["code"] == "store_unavailable"
+        new = post("/api/v1/labels", {"site": SITE_A, "items": [{"content": "x", "label": "ham"}]}, token)
+        assert new.status_code == 503
+        assert svc.writer.size() == 1
+        server.start()
+        assert svc.writer.flush(timeout=10)
+        buffered = down.get_json()["id"]
+        assert post(f"/api/v1/comments/{buffered}/label", {"label": "spam"}, token).status_code == 200
+        relabel = post("/api/v1/labels", {"site": SITE_A, "items": [{"content": "x", "label": "ham"}]}, token)
+        assert relabel.status_code == 201
+        svc.writer.stop()
+    finally:
+        server.stop()

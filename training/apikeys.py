@@ -1,0 +1,177 @@
+"""Site keys and moderator/admin tokens, stored only as SHA-256 digests.
+
+A plain key is shown once, when it is made; Redis never holds it. Lookups are cached in-process for a few seconds
+so a check costs no Redis round trip for auth; revocation therefore applies within `cache_seconds`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import secrets
+import string
+import threading
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+import redis
+
+from training import rediskeys
+from training.schema import ValidationError
+
+ROLES = ("site", "moderator", "admin")
+SITE_KEY_LENGTH = 12  # the Akismet key shape, so Akismet plugins accept a Winnow site key unchanged
+_SITE_KEY_ALPHABET = string.ascii_lowercase + string.digits
+TOKEN_PREFIX = "wm_"
+_MAX_PRESENTED = 256  # longer credentials are refused before hashing
+
+
+def normalise_site(value: Any, field: str = "site") -> str:
+    """A site's canonical URL: lower-case scheme and host, no default port, no trailing slash, query or fragment.
+
+    A bare host is taken as https. Every place that compares sites (keys, checks, labels) goes through here, so
+    "https://Blog.example.com/" and "blog.example.com" are the same site.
+    """
+    if not isinstance(value, str) or not value.strip():
+        raise ValidationError(field, "must be a site URL such as https://blog.example.com")
+    text = value.strip()
+    if "://" not in text:
+        text = "https://" + text
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError:
+        raise ValidationError(field, "is not a valid URL") from None
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").lower()
+    if scheme not in ("http", "https") or not host or any(c.isspace() for c in text) or len(text) > 512:
+        raise ValidationError(field, "must be an http(s) URL such as https://blog.example.com")
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    if port and not ((scheme == "http" and port == 80) or (scheme == "https" and port == 443)):
+        host = f"{host}:{port}"
+    path = parts.path.rstrip("/")
+    return f"{scheme}://{host}{path}"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class KeyRecord:
+    id: str  # public, short; never the key itself
+    role: str
+    site: str  # "" for a moderator/admin token spanning every site
+    name: str
+    created_at: float
+    revoked: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_hash(cls, h: dict[bytes, bytes]) -> "KeyRecord":
+        d = {k.decode(): v.decode() for k, v in h.items()}
+        return cls(id=d["id"], role=d["role"], site=d.get("site", ""), name=d.get("name", ""),
+                   created_at=float(d.get("created_at", 0)), revoked=d.get("revoked") == "1")
+
+
+def digest(plain: str) -> str:
+    return hashlib.sha256(plain.encode("utf-8")).hexdigest()
+
+
+def new_plain_key(role: str) -> str:
+    if role == "site":
+        return "".join(secrets.choice(_SITE_KEY_ALPHABET) for _ in range(SITE_KEY_LENGTH))
+    return TOKEN_PREFIX + secrets.token_urlsafe(24)  # 32 url-safe characters
+
+
+class KeyStore:
+    def __init__(self, client: redis.Redis, *, cache_seconds: float = 5.0, stale_seconds: float = 3600.0):
+        self.redis = client
+        self.cache_seconds = cache_seconds
+        # While Redis is unreachable, a key seen within this window keeps working so scoring never stops.
+        self.stale_seconds = stale_seconds
+        self._cache: dict[str, tuple[KeyRecord | None, float]] = {}
+        self._lock = threading.Lock()
+
+    def create(self, site: str = "", role: str = "site", name: str = "") -> tuple[str, KeyRecord]:
+        if role not in ROLES:
+            raise ValidationError("role", "must be one of " + ", ".join(ROLES))
+        if role == "site" or site:
+            site = normalise_site(site)
+        if not isinstance(name, str) or len(name) > 200:
+            raise ValidationError("name", "must be a string of at most 200 characters")
+        plain = new_plain_key(role)
+        key_digest = digest(plain)
+        for _ in range(10):
+            key_id = secrets.token_hex(4)
+            if self.redis.hsetnx(rediskeys.KEY_IDS, key_id, key_digest):
+                break
+        else:  # pragma: no cover - 2^32 ids
+            raise RuntimeError("could not allocate a key id")
+        record = KeyRecord(id=key_id, role=role, site=site, name=name.strip(), created_at=time.time())
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(rediskeys.KEY.format(digest=key_digest), mapping={
+            "id": record.id, "role": record.role, "site": record.site, "name": record.name,
+            "created_at": repr(record.created_at), "revoked": "0"})
+        pipe.sadd(rediskeys.KEYS_INDEX, key_digest)
+        pipe.execute()
+        return plain, record
+
+    def authenticate(self, plain: str | None) -> KeyRecord | None:
+        """The live record for a presented key, or None when unknown or revoked."""
+        if not plain or len(plain) > _MAX_PRESENTED:
+            return None
+        return self._cached("d:" + digest(plain), lambda d=digest(plain): self._by_digest(d))
+
+    def get(self, key_id: str) -> KeyRecord | None:
+        """The live record for a public key id (how a console session refers to its key), or None."""
+        if not key_id or len(key_id) > 64:
+            return None
+        return self._cached("i:" + key_id, lambda: self._by_id(key_id))
+
+    def list(self, site: str | None = None) -> list[KeyRecord]:
+        digests = sorted(self.redis.smembers(rediskeys.KEYS_INDEX))
+        pipe = self.redis.pipeline(transaction=False)
+        for d in digests:
+            pipe.hgetall(rediskeys.KEY.format(digest=d.decode()))
+        records = [KeyRecord.from_hash(h) for h in pipe.execute() if h]
+        if site is not None:
+            site = normalise_site(site)
+            records = [r for r in records if r.site == site]
+        return sorted(records, key=lambda r: r.created_at)
+
+    def revoke(self, key_id: str) -> bool:
+        key_digest = self.redis.hget(rediskeys.KEY_IDS, key_id)
+        if key_digest is None:
+            return False
+        changed = self.redis.hset(rediskeys.KEY.format(digest=key_digest.decode()), "revoked", "1")
+        with self._lock:
+            self._cache.clear()
+        return changed is not None
+
+    def _by_digest(self, key_digest: str) -> KeyRecord | None:
+        h = self.redis.hgetall(rediskeys.KEY.format(digest=key_digest))
+        if not h:
+            return None
+        record = KeyRecord.from_hash(h)
+        return None if record.revoked else record
+
+    def _by_id(self, key_id: str) -> KeyRecord | None:
+        key_digest = self.redis.hget(rediskeys.KEY_IDS, key_id)
+        return None if key_digest is None else self._by_digest(key_digest.decode())
+
+    def _cached(self, cache_key: str, load) -> KeyRecord | None:
+        now = time.monotonic()
+        hit = self._cache.get(cache_key)
+        if hit is not None and now - hit[1] < self.cache_seconds:
+            return hit[0]
+        try:
+            record = load()
+        except redis.RedisError:
+            if hit is not None and hit[0] is not None and now - hit[1] < self.stale_seconds:
+                return hit[0]
+            raise
+        with self._lock:
+            if len(self._cache) > 10000:  # bounded: a flood of made-up keys must not grow memory
+                self._cache.clear()
+            self._cache[cache_key] = (record, now)
+        return record

@@ -1,0 +1,285 @@
+"""Labelled examples (the training data) and their audit trail, kept without expiry.
+
+A label is written in one Redis transaction and acknowledged only after Redis accepted it: there is no
+write-behind here, because a platform does not resend a moderator's decision. A relabel overrides the label and
+appends (who, when, from, to) to the audit trail. Labels of `is_test` checks are never stored.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import time
+from typing import Any, Iterator, Sequence
+
+import redis
+
+from training import activity, pages, rediskeys
+from training.checks import ALL_SITES, CheckRecord, queue_keys
+from training.schema import LABELS, Comment
+
+log = logging.getLogger("winnow.labels")
+
+MAX_BATCH = 1000
+
+# Atomic put: compare with the current label, move the id between label indices, append the audit entry and take
+# the id out of the moderation queue. Returns the previous label ("" when new); an unchanged label is a no-op.
+# KEYS: label hash, audit list, overturns, idx all/site, idx all/*, idx ham/site, idx ham/*, idx spam/site,
+#       idx spam/*, then queue indices to leave.  ARGV: id, label, now, audit entry without its closing brace and
+#       "from", overturn (1/0), created_at, then the hash's field/value pairs.
+_PUT = """
+local old = redis.call('HGET', KEYS[1], 'label')
+if old == ARGV[2] then return old end
+redis.call('HSET', KEYS[1], unpack(ARGV, 7))
+redis.call('HSETNX', KEYS[1], 'created_at', ARGV[6])
+local id = ARGV[1]
+redis.call('ZADD', KEYS[4], ARGV[3], id)
+redis.call('ZADD', KEYS[5], ARGV[3], id)
+local add, drop = 6, 8
+if ARGV[2] == 'spam' then add, drop = 8, 6 end
+redis.call('ZADD', KEYS[add], ARGV[3], id)
+redis.call('ZADD', KEYS[add + 1], ARGV[3], id)
+redis.call('ZREM', KEYS[drop], id)
+redis.call('ZREM', KEYS[drop + 1], id)
+local from = 'null'
+if old then from = '"' .. old .. '"' end
+redis.call('RPUSH', KEYS[2], ARGV[4] .. ',"from":' .. from .. '}')
+if ARGV[5] == '1' then redis.call('ZADD', KEYS[3], ARGV[3], id) else redis.call('ZREM', KEYS[3], id) end
+for i = 10, #KEYS do redis.call('ZREM', KEYS[i], id) end
+return old or ''
+"""
+
+
+# Atomic undo of a label: the hash and its index entries go, the audit trail gets a "to": null entry, and a label
+# given to a check that is still stored puts that check back into the moderation queue. Returns the label taken back.
+# KEYS: label hash, audit list, overturns, idx all/site, idx all/*, idx ham/site, idx ham/*, idx spam/site,
+#       idx spam/*, then (for a check's label) the check hash, its queue indices and the queue's time index.
+# ARGV: id, audit entry without its closing brace and "from", queue rank.
+_REMOVE = """
+local old = redis.call('HGET', KEYS[1], 'label')
+if not old then return false end
+redis.call('DEL', KEYS[1])
+for i = 3, 9 do redis.call('ZREM', KEYS[i], ARGV[1]) end
+redis.call('RPUSH', KEYS[2], ARGV[2] .. ',"from":"' .. old .. '"}')
+if #KEYS > 10 then
+  local created = redis.call('HGET', KEYS[10], 'created_at')
+  if created then
+    for i = 11, #KEYS - 1 do redis.call('ZADD', KEYS[i], ARGV[3], ARGV[1]) end
+    redis.call('ZADD', KEYS[#KEYS], created, ARGV[1])
+  end
+end
+return old
+"""
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LabelRecord:
+    id: str
+    site: str
+    label: str
+    comment: Comment
+    labelled_at: float
+    labelled_by: str
+    source: str = "api"
+    check_id: str = ""
+    verdict: str = ""  # the check's real verdict, when the label is about a check
+    score: float | None = None
+    created_at: float = 0.0  # when the comment was first labelled
+    previous: str | None = None  # the label this write replaced (None when new); not stored
+
+    @property
+    def overturn(self) -> bool:
+        """A moderator saying the model was wrong: a label that contradicts its check's ham/spam verdict."""
+        return self.verdict in LABELS and self.verdict != self.label
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "site": self.site, "label": self.label, "comment": self.comment.to_dict(),
+                "labelled_at": self.labelled_at, "labelled_by": self.labelled_by, "source": self.source,
+                "check_id": self.check_id or None, "verdict": self.verdict or None, "score": self.score,
+                "created_at": self.created_at or self.labelled_at}
+
+    @classmethod
+    def from_hash(cls, h: dict[bytes, bytes]) -> "LabelRecord":
+        d = {k.decode(): v.decode() for k, v in h.items()}
+        return cls(id=d["id"], site=d["site"], label=d["label"], comment=Comment.from_dict(json.loads(d["comment"])),
+                   labelled_at=float(d["labelled_at"]), labelled_by=d.get("labelled_by", ""),
+                   source=d.get("source", "api"), check_id=d.get("check_id", ""), verdict=d.get("verdict", ""),
+                   score=float(d["score"]) if d.get("score") else None,
+                   created_at=float(d.get("created_at") or d["labelled_at"]))
+
+
+def content_id(site: str, comment: Comment) -> str:
+    """A label id derived from the comment itself, so sending the same comment again relabels, never duplicates."""
+    canonical = json.dumps(comment.replace(site=site).to_dict(), sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(f"{site}\n{canonical}".encode("utf-8")).hexdigest()[:24]
+
+
+def for_check(check: CheckRecord, label: str, *, by: str, source: str = "api") -> LabelRecord:
+    return LabelRecord(id=check.id, site=check.site, label=label, comment=check.comment, labelled_at=time.time(),
+                       labelled_by=by, source=source, check_id=check.id, verdict=check.verdict, score=check.score)
+
+
+def for_comment(site: str, comment: Comment, label: str, *, by: str, source: str = "api") -> LabelRecord:
+    comment = comment.replace(site=site)
+    return LabelRecord(id=content_id(site, comment), site=site, label=label, comment=comment,
+                       labelled_at=time.time(), labelled_by=by, source=source)
+
+
+def _index(label: str, site: str) -> str:
+    return rediskeys.LABELS_BY_TIME.format(label=label, site=site)
+
+
+class LabelStore:
+    def __init__(self, client: redis.Redis):
+        self.redis = client
+        self._put = client.register_script(_PUT)
+        self._remove = client.register_script(_REMOVE)
+
+    def put(self, record: LabelRecord) -> LabelRecord:
+        return self.put_many([record])[0]
+
+    def put_many(self, records: Sequence[LabelRecord]) -> list[LabelRecord]:
+        """Store all records in one transaction (all or nothing); each result carries the label it replaced.
+
+        An item whose label is unchanged is left alone (no audit entry), and its result has previous == label.
+        """
+        if not records:
+            return []
+        pipe = self.redis.pipeline(transaction=True)
+        for r in records:
+            self._put(keys=self._keys(r), args=self._args(r), client=pipe)
+        olds = pipe.execute()
+        out = []
+        for r, old in zip(records, olds):
+            old = old.decode() if isinstance(old, bytes) else old
+            out.append(dataclasses.replace(r, previous=old or None))
+        self._count([r for r in out if r.previous != r.label])
+        return out
+
+    def _count(self, changed: list[LabelRecord]) -> None:
+        """Console activity counters, after the labels are safely stored (a failure here loses only a count)."""
+        if not changed:
+            return
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            for r in changed:
+                activity.count_label(pipe, site=r.site, label=r.label, moderator=r.labelled_by, at=r.labelled_at)
+            pipe.execute()
+        except redis.RedisError as exc:
+            log.warning("label activity not counted: %s", exc)
+
+    def _keys(self, r: LabelRecord) -> list[str]:
+        keys = [rediskeys.LABEL.format(id=r.id), rediskeys.LABEL_AUDIT.format(id=r.id), rediskeys.OVERTURNS]
+        for label in ("all", "ham", "spam"):
+            keys += [_index(label, r.site), _index(label, ALL_SITES)]
+        if r.check_id:
+            keys += queue_keys(r.site, r.verdict or "unsure") + [rediskeys.QUEUE_BY_TIME]
+        return keys
+
+    def _args(self, r: LabelRecord) -> list[str]:
+        audit = json.dumps({"by": r.labelled_by, "at": r.labelled_at, "to": r.label, "source": r.source})[:-1]
+        fields = {"id": r.id, "site": r.site, "label": r.label,
+                  "comment": json.dumps(r.comment.to_dict(), ensure_ascii=False),
+                  "labelled_at": repr(r.labelled_at), "labelled_by": r.labelled_by, "source": r.source,
+                  "check_id": r.check_id, "verdict": r.verdict, "score": "" if r.score is None else repr(r.score)}
+        args = [r.id, r.label, repr(r.labelled_at), audit, "1" if r.overturn else "0", repr(r.labelled_at)]
+        for k, v in fields.items():
+            args += [k, v]
+        return args
+
+    def remove(self, label_id: str, *, by: str, source: str = "console") -> LabelRecord | None:
+        """Take a label back (a moderator's undo): it stops being training data, the audit trail says who took it
+        back, and a check's label puts the check back in the queue. None when there was no such label."""
+        from training.checks import uncertainty
+
+        record = self.get(label_id)
+        if record is None:
+            return None
+        keys = [rediskeys.LABEL.format(id=record.id), rediskeys.LABEL_AUDIT.format(id=record.id), rediskeys.OVERTURNS]
+        for label in ("all", "ham", "spam"):
+            keys += [_index(label, record.site), _index(label, ALL_SITES)]
+        if record.check_id:
+            keys += [rediskeys.CHECK.format(id=record.check_id)]
+            keys += queue_keys(record.site, record.verdict or "unsure") + [rediskeys.QUEUE_BY_TIME]
+        audit = json.dumps({"by": by, "at": time.time(), "to": None, "source": source})[:-1]
+        rank = uncertainty(record.score if record.score is not None else 0.5)
+        old = self._remove(keys=keys, args=[record.id, audit, repr(rank)])
+        if not old:
+            return None
+        return dataclasses.replace(record, previous=old.decode() if isinstance(old, bytes) else old)
+
+    def get(self, label_id: str) -> LabelRecord | None:
+        if not label_id or len(label_id) > 64:
+            return None
+        h = self.redis.hgetall(rediskeys.LABEL.format(id=label_id))
+        return LabelRecord.from_hash(h) if h else None
+
+    def audit(self, label_id: str) -> list[dict[str, Any]]:
+        return [json.loads(x) for x in self.redis.lrange(rediskeys.LABEL_AUDIT.format(id=label_id), 0, -1)]
+
+    def list(self, *, site: str | None = None, label: str | None = None, since: float | None = None,
+             until: float | None = None, cursor: str | None = None,
+             limit: int = 50) -> tuple[list[LabelRecord], str | None]:
+        """Newest first, by the time of the latest label."""
+        rows, next_cursor = pages.page(self.redis, _index(label or "all", site or ALL_SITES), limit=limit,
+                                       cursor=cursor, reverse=True, low=_bound(since, "-inf"),
+                                       high=_bound(until, "+inf"))
+        return self._load([m for m, _ in rows]), next_cursor
+
+    def export(self, *, site: str | None = None, label: str | None = None, since: float | None = None,
+               until: float | None = None, chunk: int = 500) -> Iterator[LabelRecord]:
+        """Every matching label, oldest first, read in chunks so an export of millions stays small in memory."""
+        cursor = None
+        key = _index(label or "all", site or ALL_SITES)
+        while True:
+            rows, cursor = pages.page(self.redis, key, limit=chunk, cursor=cursor, low=_bound(since, "-inf"),
+                                      high=_bound(until, "+inf"))
+            yield from self._load([m for m, _ in rows])
+            if cursor is None:
+                return
+
+    def iter_examples(self, site: str | None = None) -> Iterator[tuple[Comment, str, float, str, str]]:
+        """(comment, label, labelled_at, site, id) for training, oldest first."""
+        for r in self.export(site=site, chunk=1000):
+            yield r.comment, r.label, r.labelled_at, r.site, r.id
+
+    def count(self, site: str | None = None) -> int:
+        return self.redis.zcard(_index("all", site or ALL_SITES))
+
+    def count_since(self, ts: float, site: str | None = None) -> int:
+        """Labels set or changed at or after `ts`."""
+        return self.redis.zcount(_index("all", site or ALL_SITES), ts, "+inf")
+
+    def overturns_since(self, ts: float) -> int:
+        """Labels at or after `ts` that contradict their check's verdict."""
+        return self.redis.zcount(rediskeys.OVERTURNS, ts, "+inf")
+
+    def _load(self, ids: list[str]) -> list[LabelRecord]:
+        if not ids:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for i in ids:
+            pipe.hgetall(rediskeys.LABEL.format(id=i))
+        return [LabelRecord.from_hash(h) for h in pipe.execute() if h]
+
+
+def _bound(value: float | None, default: str) -> float | str:
+    return default if value is None else value
+
+
+def after_labels(client: redis.Redis, settings, records: Sequence[LabelRecord]) -> None:
+    """Tell the learning loop about new or changed labels; cheap, and never raises into the caller."""
+    changed = [r for r in records if r.previous != r.label]
+    if not changed:
+        return
+    try:
+        from training import jobs
+    except ModuleNotFoundError as exc:  # a deployment without the learning loop still stores labels
+        if exc.name != "training.jobs":
+            log.exception("could not load the learning loop")
+        return
+    try:
+        jobs.maybe_trigger_retrain(client, settings, new_labels=len(changed),
+                                   overturns=sum(1 for r in changed if r.overturn))
+    except Exception:  # the label is stored; a retrain trigger failing must not turn that into an error
+        log.exception("could not notify the learning loop of %d labels", len(changed))

@@ -1,0 +1,150 @@
+"""Per-site checking policy: verdict thresholds, trusted roles and shadow mode, with defaults from Settings.
+
+Overrides live in one Redis hash per site and are cached in-process for a few seconds, so a check reads no Redis;
+when Redis is unreachable the last known policy (or the defaults) keeps applying.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+import time
+from typing import Any, Mapping
+
+import redis
+
+from training import rediskeys
+from training.settings import Settings
+from training.schema import ValidationError
+
+THRESHOLDS = ("unsure_threshold", "spam_threshold", "discard_threshold")
+FIELDS = THRESHOLDS + ("shadow", "trusted_roles")
+
+
+@dataclasses.dataclass(frozen=True)
+class SitePolicy:
+    unsure_threshold: float
+    spam_threshold: float
+    discard_threshold: float
+    shadow: bool = False  # answer ham to the platform but record the real verdict
+    trusted_roles: frozenset[str] = frozenset()
+    overridden: tuple[str, ...] = ()  # which fields come from the site's own settings
+
+    def verdict(self, score: float) -> str:
+        if score >= self.spam_threshold:
+            return "spam"
+        if score >= self.unsure_threshold:
+            return "unsure"
+        return "ham"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"unsure_threshold": self.unsure_threshold, "spam_threshold": self.spam_threshold,
+                "discard_threshold": self.discard_threshold, "shadow": self.shadow,
+                "trusted_roles": sorted(self.trusted_roles), "overridden": list(self.overridden)}
+
+
+def parse_roles(value: Any, field: str = "trusted_roles") -> frozenset[str]:
+    if isinstance(value, str):
+        value = value.split(",")
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValidationError(field, "must be a list of role names")
+    roles = frozenset(v.strip().lower() for v in value if v.strip())
+    if any(len(r) > 64 for r in roles) or len(roles) > 50:
+        raise ValidationError(field, "must list at most 50 roles of at most 64 characters")
+    return roles
+
+
+def defaults(settings: Settings) -> SitePolicy:
+    return SitePolicy(settings.unsure_threshold, settings.spam_threshold, settings.discard_threshold,
+                      False, parse_roles(settings.trusted_roles))
+
+
+def merge(base: SitePolicy, overrides: Mapping[str, Any]) -> SitePolicy:
+    """The base policy with `overrides` applied; raises ValidationError naming the bad field."""
+    values = dataclasses.asdict(base)
+    overridden = set(base.overridden)
+    for name, value in overrides.items():
+        if name not in FIELDS:
+            raise ValidationError(name, "unknown setting; known: " + ", ".join(FIELDS))
+        if name in THRESHOLDS:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+                raise ValidationError(name, "must be a number between 0 and 1")
+            values[name] = float(value)
+        elif name == "shadow":
+            if not isinstance(value, bool):
+                raise ValidationError(name, "must be true or false")
+            values[name] = value
+        else:
+            values[name] = parse_roles(value, name)
+        overridden.add(name)
+    if not values["unsure_threshold"] <= values["spam_threshold"] <= values["discard_threshold"]:
+        field = "spam_threshold" if values["unsure_threshold"] > values["spam_threshold"] else "discard_threshold"
+        raise ValidationError(field, "thresholds must satisfy unsure <= spam <= discard")
+    values["overridden"] = tuple(sorted(overridden))
+    return SitePolicy(**values)
+
+
+class SiteStore:
+    def __init__(self, client: redis.Redis, settings: Settings, *, cache_seconds: float = 5.0):
+        self.redis = client
+        self.base = defaults(settings)
+        self.cache_seconds = cache_seconds
+        self._cache: dict[str, tuple[SitePolicy, float]] = {}
+        self._lock = threading.Lock()
+
+    def policy(self, site: str) -> SitePolicy:
+        """The effective policy for a site, from the in-process cache when fresh; never raises for Redis."""
+        now = time.monotonic()
+        hit = self._cache.get(site)
+        if hit is not None and now - hit[1] < self.cache_seconds:
+            return hit[0]
+        try:
+            policy = self._load(site)
+        except redis.RedisError:
+            return hit[0] if hit is not None else self.base
+        except ValidationError:  # a hand-edited hash with bad values: fall back rather than refuse checks
+            policy = self.base
+        with self._lock:
+            if len(self._cache) > 10000:
+                self._cache.clear()
+            self._cache[site] = (policy, now)
+        return policy
+
+    def fresh(self, site: str) -> SitePolicy:
+        """The policy read from Redis now (admin reads), raising on Redis errors."""
+        return self._load(site)
+
+    def update(self, site: str, changes: Mapping[str, Any]) -> SitePolicy:
+        """Apply changes (None resets a field to its default) after validating the result as a whole."""
+        current = self._overrides(site)
+        for name, value in changes.items():
+            if value is None:
+                if name not in FIELDS:
+                    raise ValidationError(name, "unknown setting; known: " + ", ".join(FIELDS))
+                current.pop(name, None)
+            else:
+                current[name] = value
+        policy = merge(self.base, current)
+        key = rediskeys.SITE.format(site=site)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.delete(key)
+        if current:
+            pipe.hset(key, mapping={k: json.dumps(_jsonable(v)) for k, v in current.items()})
+        pipe.execute()
+        with self._lock:
+            self._cache.pop(site, None)
+        return policy
+
+    def _overrides(self, site: str) -> dict[str, Any]:
+        raw = self.redis.hgetall(rediskeys.SITE.format(site=site))
+        return {k.decode(): json.loads(v) for k, v in raw.items()}
+
+    def _load(self, site: str) -> SitePolicy:
+        overrides = self._overrides(site)
+        return merge(self.base, overrides) if overrides else self.base
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (set, frozenset)):
+        return sorted(value)
+    return value
