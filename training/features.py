@@ -1,0 +1,577 @@
+"""Hashed features for comments: word and character n-grams plus named spam signals, with no vocabulary.
+
+One extraction function serves both the scikit-learn transformer (training, batch scoring) and the fast
+single-comment scorer, so the two can never disagree. It must never read a field that leaks the label in the
+training corpora (the YouTube `date`), and it treats the comment text as hostile input (bounded work per call).
+"""
+from __future__ import annotations
+
+import dataclasses
+import html
+import math
+import re
+import unicodedata
+import zlib
+from typing import Any, Iterable, NamedTuple, Sequence
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.base import BaseEstimator, TransformerMixin
+
+from training.schema import Comment
+
+SIGNAL_GROUPS = ("links", "unicode", "html", "shape", "contact", "author", "meta")
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureConfig:
+    """Everything that decides the feature vector; stored in artifact metadata so a model re-featurises alike."""
+
+    n_features: int = 2**20
+    word_ngrams: tuple[int, int] = (1, 2)
+    char_ngrams: tuple[int, int] = (2, 5)
+    signals: tuple[str, ...] = SIGNAL_GROUPS
+    author_name: bool = False  # words of the author's display name as features
+    word_weight: float = 1.0  # each group is L2-normalised, then scaled by its weight
+    char_weight: float = 1.0
+    signal_weight: float = 1.0
+    max_chars: int = 20000  # longer content is cut before n-grams, bounding the work per comment
+    fast_submit_seconds: float = 3.0
+
+    def __post_init__(self):
+        if self.n_features <= 0 or self.n_features & (self.n_features - 1) or self.n_features > 2**31:
+            raise ValueError("n_features must be a power of two no larger than 2**31")
+        for name in ("word_ngrams", "char_ngrams"):
+            lo, hi = getattr(self, name)
+            object.__setattr__(self, name, (int(lo), int(hi)))
+            if lo < 1 or hi < lo:
+                raise ValueError(f"{name} must be (low, high) with 1 <= low <= high")
+        if self.word_ngrams[1] > 2:
+            raise ValueError("word_ngrams supports unigrams and bigrams only")
+        unknown = set(self.signals) - set(SIGNAL_GROUPS)
+        if unknown:
+            raise ValueError(f"unknown signal groups: {sorted(unknown)}")
+        object.__setattr__(self, "signals", tuple(self.signals))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["word_ngrams"] = list(self.word_ngrams)
+        d["char_ngrams"] = list(self.char_ngrams)
+        d["signals"] = list(self.signals)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "FeatureConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        for name in ("word_ngrams", "char_ngrams", "signals"):
+            if name in values:
+                values[name] = tuple(values[name])
+        return cls(**values)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Normalisation: what spammers do to dodge filters, undone.
+
+_ZERO_WIDTH = "\u200b\u200c\u200d\u200e\u200f\u2060\u2061\u2062\u2063\u2064\ufeff\u00ad\u180e\u202a\u202b\u202c" \
+              "\u202d\u202e\u2066\u2067\u2068\u2069\u034f"
+_ZW_RE = re.compile("[" + _ZERO_WIDTH + "]")
+
+# Cyrillic and Greek letters that look like Latin ones (a subset of Unicode's confusables that matters for text).
+_CONFUSABLES = {
+    "а": "a", "в": "b", "е": "e", "ё": "e", "к": "k", "м": "m", "н": "h", "о": "o", "р": "p", "с": "c", "т": "t",
+    "у": "y", "х": "x", "і": "i", "ї": "i", "ј": "j", "ѕ": "s", "ԁ": "d", "һ": "h", "ӏ": "l", "ԛ": "q", "ԝ": "w",
+    "ɡ": "g", "ո": "n", "ս": "u", "ց": "g", "օ": "o", "ᴠ": "v", "ʏ": "y", "ı": "i",
+    "А": "A", "В": "B", "Е": "E", "Ё": "E", "К": "K", "М": "M", "Н": "H", "О": "O", "Р": "P", "С": "C",
+    "Т": "T", "У": "Y", "Х": "X", "І": "I", "Ї": "I", "Ј": "J", "Ѕ": "S", "Ԁ": "D", "Һ": "H", "Ӏ": "l",
+    "α": "a", "β": "b", "ε": "e", "ι": "i", "κ": "k", "ν": "v", "ο": "o", "ρ": "p", "τ": "t", "υ": "u",
+    "χ": "x", "ω": "w", "γ": "y", "η": "n",
+    "Α": "A", "Β": "B", "Ε": "E", "Ζ": "Z", "Η": "H", "Ι": "I", "Κ": "K", "Μ": "M", "Ν": "N", "Ο": "O",
+    "Ρ": "P", "Τ": "T", "Υ": "Y", "Χ": "X",
+}
+_CONFUSABLE_TABLE = {ord(k): v for k, v in _CONFUSABLES.items()}
+_MIXED_SCRIPT_RE = re.compile(r"[a-zA-Z][\u0370-\u03ff\u0400-\u052f]|[\u0370-\u03ff\u0400-\u052f][a-zA-Z]")
+_OTHER_SCRIPT_RE = re.compile("[\u0250-\u02af\u0370-\u058f\u1d00-\u1d7f]")
+_STYLED_RE = re.compile("[\uff01-\uff5e\U0001d400-\U0001d7ff\u24b6-\u24e9\U0001f130-\U0001f189]")
+
+_TAG_RE = re.compile(r"<\s*(/?)\s*([a-zA-Z][a-zA-Z0-9]*)\b[^<>]{0,500}>|<!--.{0,2000}?-->", re.S)
+_HREF_RE = re.compile(r"""href\s*=\s*["']?([^"'\s<>]+)""", re.I)
+_ENTITY_RE = re.compile(r"&(?:#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|[a-zA-Z][a-zA-Z0-9]{1,31});?")
+_SPACE_RE = re.compile(r"\s+")
+
+
+class Normalised(NamedTuple):
+    text: str  # folded, lower-cased, tags removed, entities decoded, whitespace collapsed
+    cased: str  # the same before lower-casing (for the capitals ratio)
+    hrefs: list[str]
+    counts: dict[str, int]
+
+
+def normalise(content: str, max_chars: int = 20000) -> Normalised:
+    """Undo the usual disguises: HTML tags and entities, compatibility forms (NFKC: full-width, styled letters),
+    zero-width and direction characters, and Latin look-alikes from other scripts."""
+    content = content[:max_chars]
+    counts = {}
+    hrefs: list[str] = []
+    if "<" in content:
+        tags = _TAG_RE.findall(content)
+        counts["html_tags"] = len(tags)
+        counts["html_links"] = sum(1 for _, name in tags if name.lower() == "a")
+        if tags:
+            hrefs = _HREF_RE.findall(content)
+            content = _TAG_RE.sub(" ", content)
+    if "&" in content:
+        counts["html_entities"] = len(_ENTITY_RE.findall(content))
+        content = html.unescape(content)
+    # A trailing byte-order mark is an artefact of some platforms' APIs, not a trick.
+    content = content.rstrip("\ufeff")
+    if not content.isascii():
+        if _ZW_RE.search(content):
+            counts["zero_width"] = len(_ZW_RE.findall(content))
+            content = _ZW_RE.sub("", content)
+        if _STYLED_RE.search(content):
+            counts["styled_unicode"] = len(_STYLED_RE.findall(content))
+        content = unicodedata.normalize("NFKC", content)
+        if _OTHER_SCRIPT_RE.search(content):
+            if _MIXED_SCRIPT_RE.search(content):
+                counts["mixed_script"] = len(_MIXED_SCRIPT_RE.findall(content))
+            content = content.translate(_CONFUSABLE_TABLE)
+    cased = " ".join(content.split())
+    return Normalised(cased.lower(), cased, hrefs, counts)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Named signals.
+
+# Bare "name.tld" counts as a link only for these endings: country codes that are common English words
+# ("in", "it", "to", "me", "be", "no", "so") would turn "great song.it was" into a link.
+_TLDS = ("com|net|org|info|biz|ru|de|uk|co|io|tv|cc|xyz|tk|ml|ga|cf|gq|top|club|online|site|shop|store|"
+         "live|ly|gl|ws|fm|pl|fr|es|nl|br|cn|jp|kr|vn|ph|pk|ca|au|eu|mobi|pro|link|click|win|bid|"
+         "loan|work|space|website|tech|app|dev|blog|ninja|gd|ch|se|fi|dk|cz|hu|ro|ua|kz|tw|hk|sg")
+# Written-out links ("example dot com", "www . site . com") with the endings spammers use.
+_OBF_TLDS = "com|net|org|info|biz|ru|xyz|tk|online|site|club|top|shop|store|io|ly|gl|co\\.uk|uk|tv"
+_URL_RE = re.compile(
+    r"(?:https?://|www\.)[^\s<>\"'()\[\]{}]+"
+    r"|\b(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+(?:" + _TLDS + r")\b(?:/[^\s<>\"']*)?"
+)
+_OBFUSCATED_RE = re.compile(
+    r"\b(?:www\s*(?:\s\.\s*|\.\s+|\(\s*(?:dot|\.)\s*\)|\[\s*(?:dot|\.)\s*\]|\s+dot\s+)\s*)?"
+    r"([a-z0-9][a-z0-9-]{1,62})"
+    r"\s*(?:\s\.\s*|\.\s+|\(\s*(?:dot|\.)\s*\)|\[\s*(?:dot|\.)\s*\]|\{\s*(?:dot|\.)\s*\}|\s+dot\s+|\s*\bd0t\b\s*)"
+    r"(" + _OBF_TLDS + r")\b"
+)
+_OBF_HINT_RE = re.compile(r"(?:\s\.|\.\s|\bdot\b|d0t|[(\[{]\s*\.)\s*[a-z]")
+_SPACED_WWW_RE = re.compile(r"\bw\s+w\s+w\b|\bh\s*t\s*t\s*p\s*s?\s*:\s*/\s*/")
+_SHORTENERS = frozenset(
+    "bit.ly goo.gl tinyurl.com t.co ow.ly is.gd buff.ly adf.ly bit.do shorturl.at cutt.ly rebrand.ly tiny.cc "
+    "rb.gy t.ly v.gd lnkd.in shorte.st bc.vc ouo.io soo.gd clck.ru qps.ru u.to x.co tr.im po.st mcaf.ee "
+    "su.pr db.tt j.mp fb.me youtu.be".split()
+)
+_PHONE_RE = re.compile(r"(?<![\w+])(?:\+?\d[\d\-. ()]{7,}\d)(?!\w)")
+_MONEY_RE = re.compile(
+    r"[$£€¥₹]\s?\d|\d\s?[$£€¥₹]|\d\s?(?:usd|dollars?|bucks|pounds?|gbp|eur|euros?)\b"
+)
+_EMAIL_RE = re.compile(r"\b[a-z0-9._%+-]+@[a-z0-9.-]+\.[a-z]{2,}\b")
+_REPEAT_RE = re.compile(r"(.)\1{2,}")
+_CAPS_WORD_RE = re.compile(r"\b[A-Z]{3,}\b")
+
+
+def _host(url: str) -> str:
+    u = url.lower()
+    if "://" in u:
+        u = u.split("://", 1)[1]
+    host = re.split(r"[/?#:]", u, maxsplit=1)[0]
+    host = host.strip(".")
+    if host.startswith("www."):
+        host = host[4:]
+    return host
+
+
+def _bucket(n: int, top: int) -> str:
+    return str(n) if n < top else f"{top}+"
+
+
+class Signal(NamedTuple):
+    key: str  # hashed name, also the explanation label
+    value: float
+
+
+def signals(comment: Comment, norm: Normalised, config: FeatureConfig) -> list[Signal]:
+    """Named signals that spam finds hard to hide. Each is a one-hot or small-valued feature with a readable key."""
+    groups = config.signals
+    text = norm.text
+    out: list[Signal] = []
+    add = out.append
+    counts = norm.counts
+    if "links" in groups:
+        # Cheap substring tests first: most comments have no link at all and each regex scan costs microseconds.
+        urls = _URL_RE.findall(text) if ("." in text or "/" in text) else []
+        if norm.hrefs:
+            urls += [h.lower() for h in norm.hrefs]
+        obfuscated = _OBFUSCATED_RE.findall(text) if _OBF_HINT_RE.search(text) else []
+        spaced = ("w w" in text or "t t" in text) and _SPACED_WWW_RE.search(text) is not None
+        hosts = {_host(u) for u in urls}
+        hosts.update(f"{name}.{tld}" for name, tld in obfuscated)
+        hosts.discard("")
+        n_links = len(urls) + len(obfuscated)
+        add(Signal("links:" + _bucket(n_links, 3), 1.0))
+        if hosts:
+            add(Signal("domains:" + _bucket(len(hosts), 3), 1.0))
+            shown = sorted(hosts)[:10]
+            for h in shown:
+                add(Signal("domain:" + h, 1.0))
+            for tld in sorted({h.rsplit(".", 1)[-1] for h in shown}):
+                add(Signal("tld:" + tld, 1.0))
+            if hosts & _SHORTENERS:
+                add(Signal("shortener", 1.0))
+        if obfuscated or spaced:
+            add(Signal("obfuscated_link", 1.0))
+    if "unicode" in groups:
+        for name in ("zero_width", "styled_unicode", "mixed_script"):
+            if counts.get(name):
+                add(Signal(name, 1.0))
+    if "html" in groups:
+        for name in ("html_tags", "html_links", "html_entities"):
+            n = counts.get(name, 0)
+            if n:
+                add(Signal(f"{name}:" + _bucket(n, 3), 1.0))
+    if "shape" in groups:
+        n_chars = len(text)
+        add(Signal("length:" + str(min(n_chars.bit_length(), 12)), 1.0))
+        repeats = len(_REPEAT_RE.findall(text))
+        if repeats:
+            add(Signal("repeated_chars:" + _bucket(repeats, 3), 1.0))
+        raw = norm.cased.encode("utf-8", "ignore")
+        letters = len(raw) - len(raw.translate(None, _ASCII_LETTERS))
+        if letters >= 8:
+            upper = len(raw) - len(raw.translate(None, _ASCII_UPPER))
+            ratio = upper / letters
+            if ratio >= 0.3:
+                add(Signal("capitals:" + (">=60%" if ratio >= 0.6 else ">=30%"), 1.0))
+            if upper >= 3:
+                caps_words = len(_CAPS_WORD_RE.findall(norm.cased))
+                if caps_words:
+                    add(Signal("caps_words:" + _bucket(caps_words, 3), 1.0))
+    if "contact" in groups:
+        if _PHONE_RE.search(text):
+            add(Signal("phone_number", 1.0))
+        if _MONEY_RE.search(text):
+            add(Signal("money", 1.0))
+        if "@" in text and _EMAIL_RE.search(text):
+            add(Signal("email_in_text", 1.0))
+    if "author" in groups:
+        if comment.author_url:
+            host = _host(comment.author_url)
+            add(Signal("author_url", 1.0))
+            if host:
+                add(Signal("author_url_domain:" + host, 1.0))
+                if host in _SHORTENERS:
+                    add(Signal("author_url_shortener", 1.0))
+        if comment.author_email and "@" in comment.author_email:
+            add(Signal("author_email_domain:" + comment.author_email.rsplit("@", 1)[1].lower(), 1.0))
+    if "meta" in groups:
+        if comment.comment_type and comment.comment_type != "comment":
+            add(Signal("comment_type:" + comment.comment_type, 1.0))
+        if comment.honeypot:
+            add(Signal("honeypot_filled", 1.0))
+        if comment.time_to_submit is not None and comment.time_to_submit < config.fast_submit_seconds:
+            add(Signal("fast_submit", 1.0))
+    return out
+
+
+_ASCII_UPPER = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_ASCII_LETTERS = _ASCII_UPPER + _ASCII_UPPER.lower()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Hashing.
+
+_WORD_RE = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")
+_M32 = np.uint64(0xFFFFFFFF)
+_PRIME = np.uint64(1099511628211)
+_SEED_WORD = 0x5157
+_SEED_AUTHOR = 0xA07
+_SEED_SIGNAL = 0x5165
+_BIGRAM_A = np.uint64(0xD6E8FEB86659FD93)
+_BIGRAM_B = np.uint64(0x632BE59BD9B4E019)
+_GROUP_WORD, _GROUP_CHAR, _GROUP_SIGNAL = 0, 1, 2
+_MIX = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _char_hashes(text: str, lo: int, hi: int) -> np.ndarray:
+    """64-bit polynomial hashes of the character n-grams (lo..hi) at every position of ` text `.
+
+    The text is padded with spaces on the right, so every position yields one n-gram of each length (those running
+    past the end carry extra spaces); ordered position-major: all lengths at position 0, then at position 1, ...
+    One strided view and one small integer matrix product replace a loop per length."""
+    width = hi - lo + 1
+    cps = np.frombuffer((" " + text + " " * hi).encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
+    rows = cps.shape[0] - hi + 1
+    windows = np.lib.stride_tricks.as_strided(cps, shape=(rows, hi), strides=(8, 8), writeable=False)
+    return (windows @ _powers(lo, hi)).reshape(rows * width)
+
+
+_POWERS: dict[tuple[int, int], np.ndarray] = {}
+
+
+def _powers(lo: int, hi: int) -> np.ndarray:
+    """Matrix whose column for length n holds P^(n-1) ... P^0 then zeros: windows @ it hashes each n-gram."""
+    m = _POWERS.get((lo, hi))
+    if m is None:
+        m = np.zeros((hi, hi - lo + 1), np.uint64)
+        for col, n in enumerate(range(lo, hi + 1)):
+            for k in range(n):
+                m[k, col] = pow(int(_PRIME), n - 1 - k, 2**64)
+        _POWERS[(lo, hi)] = m
+    return m
+
+
+def _str_hashes(items: Sequence[str], seed: int) -> np.ndarray:
+    crc = zlib.crc32
+    return np.fromiter((crc(s.encode("utf-8", "surrogatepass"), seed) for s in items), dtype=np.uint64,
+                       count=len(items))
+
+
+class Provenance(NamedTuple):
+    """Where each feature entry came from, for explanations and highlighting.
+
+    Entry k adds `values[k]` to feature `indices[k]`; `names[owner[k]]` names its source (`word:subscribe`,
+    `links:3`, `(punctuation)`, ...); `token[k]` is the position in `words` of the word occurrence it belongs to
+    (-1 for signals). A character n-gram belongs to the word it lies in; a word bigram appears as two half
+    entries, one per word. The entries add up to the same feature vector as the Extraction's."""
+
+    indices: np.ndarray
+    values: np.ndarray
+    owner: np.ndarray
+    token: np.ndarray
+    names: list[str]
+    words: list[str]  # word tokens of the normalised text, in order
+    word_spans: list[tuple[int, int]]  # their spans in the normalised text
+    text: str  # the normalised text
+
+
+class Extraction(NamedTuple):
+    """A comment's features as entries: feature `indices[k]` gets `values[k]` added; indices may repeat (hash
+    collisions, repeated words), so a feature's value is the sum of its entries."""
+
+    indices: np.ndarray  # int64
+    values: np.ndarray  # float64
+    provenance: Provenance | None
+
+
+def as_comment(item: Any) -> Comment:
+    if isinstance(item, Comment):
+        return item
+    if isinstance(item, str):
+        return Comment(content=item)
+    if isinstance(item, dict):
+        return Comment.from_dict(item)
+    raise TypeError(f"expected a Comment, a dict or a str, got {type(item).__name__}")
+
+
+_EMPTY_U64 = np.empty(0, np.uint64)
+
+
+def extract(comment: Comment | str, config: FeatureConfig | None = None, explain: bool = False) -> Extraction:
+    """The feature entries of one comment, plus their provenance when `explain`.
+
+    Each group (words and word bigrams, character n-grams, named signals) is scaled by its weight over the square
+    root of its number of entries: the L2 norm when entries are distinct. Entries are never aggregated, so the
+    scorer's dot product needs no sort; scikit-learn sums repeated indices when it builds the CSR matrix."""
+    config = config or DEFAULT_CONFIG
+    comment = as_comment(comment)
+    norm = normalise(comment.content, config.max_chars)
+    text = norm.text
+
+    spans = None
+    if explain:
+        matches = list(_WORD_RE.finditer(text))
+        words = [mt.group() for mt in matches]
+        spans = [mt.span() for mt in matches]
+    else:
+        words = _WORD_RE.findall(text)
+    wlo, whi = config.word_ngrams
+    n_words = len(words)
+    word_h = _str_hashes(words, _SEED_WORD) if n_words else _EMPTY_U64
+    parts = []
+    n_uni = n_words if wlo <= 1 else 0
+    if n_uni:
+        parts.append(word_h)
+    n_bi = n_words - 1 if whi >= 2 and n_words >= 2 else 0
+    if n_bi:
+        parts.append(word_h[:-1] * _BIGRAM_A + word_h[1:] * _BIGRAM_B)
+    author_words: list[str] = []
+    if config.author_name and comment.author:
+        author_words = _WORD_RE.findall(normalise(comment.author, 200).text)
+        if author_words:
+            parts.append(_str_hashes(author_words, _SEED_AUTHOR))
+    n_w = n_uni + n_bi + len(author_words)
+
+    clo, chi = config.char_ngrams
+    char_h = _char_hashes(text, clo, chi)
+    parts.append(char_h)
+    n_c = char_h.shape[0]
+
+    sigs = signals(comment, norm, config)
+    if sigs:
+        parts.append(_str_hashes([s.key for s in sigs], _SEED_SIGNAL))
+
+    hashes = np.concatenate(parts) if len(parts) > 1 else parts[0]
+    # Multiplicative (Fibonacci) hashing: the top bits of h * odd constant depend on every bit of h, so they make
+    # the index; the bit below them makes the sign that keeps collisions unbiased.
+    mixed = hashes * _MIX
+    bits = config.n_features.bit_length() - 1
+    indices = (mixed >> np.uint64(64 - bits)).view(np.int64)
+    values = ((mixed >> np.uint64(63 - bits)).view(np.int64) & 1).astype(np.float64)
+    values *= -2.0
+    values += 1.0
+    if n_w:
+        values[:n_w] *= config.word_weight / math.sqrt(n_w)
+    if n_c:
+        values[n_w:n_w + n_c] *= config.char_weight / math.sqrt(n_c)
+    if sigs:
+        values[n_w + n_c:] *= np.array([s.value for s in sigs]) * config.signal_weight
+
+    if not explain:
+        return Extraction(indices, values, None)
+
+    # Provenance: each entry's word occurrence (token) and its explanation name (owner, an index into names).
+    # Names are built once per distinct word, so explaining costs a few array operations, not a string per n-gram.
+    names: list[str] = []
+    name_of: dict[str, int] = {}
+    word_owner = np.empty(n_words + 1, np.int64)  # the extra slot is "no word" (token -1)
+    for i, w in enumerate(words):
+        key = "word:" + w
+        j = name_of.get(key)
+        if j is None:
+            j = name_of[key] = len(names)
+            names.append(key)
+        word_owner[i] = j
+    word_owner[n_words] = len(names)
+    names.append("(punctuation)")
+    token = np.full(hashes.shape[0], -1, np.int64)
+    token[:n_uni] = np.arange(n_uni)
+    token[n_uni:n_uni + n_bi] = np.arange(n_bi)
+    if n_c:
+        token[n_w:n_w + n_c] = _char_owner(text, clo, chi, spans)
+    owner = word_owner[token]  # token -1 picks the "(punctuation)" slot
+    positions = list(range(n_uni + n_bi, n_w)) + list(range(n_w + n_c, hashes.shape[0]))
+    keys = ["author_word:" + w for w in author_words] + [s.key for s in sigs]
+    for pos, key in zip(positions, keys):
+        j = name_of.get(key)
+        if j is None:
+            j = name_of[key] = len(names)
+            names.append(key)
+        owner[pos] = j
+    p_idx, p_val = indices, values
+    if n_bi:
+        # A bigram belongs to both its words: half goes to the first (above), half to the second (appended).
+        bi = slice(n_uni, n_uni + n_bi)
+        second = np.arange(1, n_bi + 1)
+        p_val = values.copy()
+        p_val[bi] *= 0.5
+        p_idx = np.concatenate((indices, indices[bi]))
+        p_val = np.concatenate((p_val, p_val[bi]))
+        token = np.concatenate((token, second))
+        owner = np.concatenate((owner, word_owner[second]))
+    return Extraction(indices, values, Provenance(p_idx, p_val, owner, token, names, words, spans, text))
+
+
+def _char_owner(text: str, lo: int, hi: int, spans) -> np.ndarray:
+    """The word each character n-gram mostly lies in (by its middle character), in _char_hashes order; an n-gram
+    centred on a space or punctuation goes to a word it touches, -1 when it touches none."""
+    n_text = len(text)
+    owner = np.full(n_text + 2 + hi, -1, np.int64)  # indexed by position in the padded text
+    for t, (a, b) in enumerate(spans):
+        owner[a + 1:b + 1] = t
+    rows = n_text + 2
+    lengths = np.tile(np.arange(lo, hi + 1), rows)
+    starts = np.repeat(np.arange(rows), hi - lo + 1)
+    got = owner[starts + (lengths - 1) // 2]
+    left = owner[starts]
+    right = owner[starts + lengths - 1]
+    return np.where(got >= 0, got, np.where(left >= 0, left, right))
+
+
+DEFAULT_CONFIG = FeatureConfig()
+
+
+class Featurizer(BaseEstimator, TransformerMixin):
+    """scikit-learn transformer over comments (Comment, dict or str) to a CSR matrix; `fit` learns nothing."""
+
+    def __init__(self, config: FeatureConfig | None = None):
+        self.config = config
+
+    def fit(self, X=None, y=None):
+        return self
+
+    def transform(self, X: Iterable[Any]) -> sp.csr_matrix:
+        config = self.config or DEFAULT_CONFIG
+        rows = [extract(c, config) for c in X]
+        indptr = np.zeros(len(rows) + 1, np.int64)
+        if rows:
+            np.cumsum([r.indices.shape[0] for r in rows], out=indptr[1:])
+            indices = np.concatenate([r.indices for r in rows])
+            data = np.concatenate([r.values for r in rows])
+        else:
+            indices = np.empty(0, np.int64)
+            data = np.empty(0, np.float64)
+        X = sp.csr_matrix((data, indices, indptr), shape=(len(rows), config.n_features))
+        X.sum_duplicates()
+        return X
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.string = True
+        tags.input_tags.two_d_array = False
+        tags.requires_fit = False
+        return tags
+
+
+def highlight_spans(content: str, word_weights: dict[str, float], max_chars: int = 20000) -> list[dict[str, Any]]:
+    """Spans of the ORIGINAL content whose normalised word has a weight, for the console to colour.
+
+    Offsets are found by re-normalising character by character, so a disguised word (full-width, homoglyphs,
+    zero-width characters) is still highlighted where it stands in the original text."""
+    if not word_weights:
+        return []
+    folded, origin = _normalise_with_offsets(content[:max_chars])
+    out = []
+    for mt in _WORD_RE.finditer(folded):
+        w = word_weights.get(mt.group())
+        if w is None or w == 0.0:
+            continue
+        a, b = mt.span()
+        out.append({"start": int(origin[a]), "end": int(origin[b - 1]) + 1, "weight": float(w)})
+    return out
+
+
+def _normalise_with_offsets(content: str) -> tuple[str, list[int]]:
+    """Lower-cased folded text with, for each of its characters, the offset of the original character."""
+    out: list[str] = []
+    origin: list[int] = []
+    i, n = 0, len(content)
+    tag_spans = {m.start(): m.end() for m in _TAG_RE.finditer(content)} if "<" in content else {}
+    while i < n:
+        end = tag_spans.get(i)
+        if end is not None:
+            out.append(" ")
+            origin.append(i)
+            i = end
+            continue
+        c = content[i]
+        step = 1
+        if c == "&":
+            m = _ENTITY_RE.match(content, i)
+            if m:
+                c = html.unescape(m.group())
+                step = len(m.group())
+        if c in _ZERO_WIDTH:
+            i += step
+            continue
+        piece = unicodedata.normalize("NFKC", c).translate(_CONFUSABLE_TABLE).lower()
+        for ch in piece:
+            out.append(ch)
+            origin.append(i)
+        i += step
+    return "".join(out), origin
