@@ -1,0 +1,67 @@
+"""`winnow keys` and `winnow import` against the real Redis (SERVICE database, flushed)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.service_support import service_redis, service_redis_url
+from training.apikeys import KeyStore
+from training.cli import main
+from training.labels import LabelStore
+
+
+@pytest.fixture()
+def r(monkeypatch, tmp_path):
+    client = service_redis()
+    client.flushdb()
+    monkeypatch.setenv("WINNOW_REDIS_URL", service_redis_url())
+    monkeypatch.setenv("WINNOW_DATA_DIR", str(tmp_path))
+    yield client
+    client.flushdb()
+    client.close()
+
+
+def test_keys_create_prints_the_key_last_and_list_revoke_work(r, capsys):
+    assert main(["keys", "create", "--site", "Blog.Example.com/", "--name", "blog"]) == 0
+    key = capsys.readouterr().out.strip().splitlines()[-1]
+    record = KeyStore(r).authenticate(key)
+    assert len(key) == 12 and record.site == "https://blog.example.com" and record.role == "site"
+    assert main(["keys", "create", "--role", "moderator", "--name", "alice"]) == 0
+    token = capsys.readouterr().out.strip().splitlines()[-1]
+    assert token.startswith("wm_") and KeyStore(r).authenticate(token).site == ""
+    assert main(["keys", "list"]) == 0
+    listing = capsys.readouterr().out
+    assert record.id in listing and "alice" in listing and key not in listing and token not in listing
+    assert main(["keys", "revoke", record.id]) == 0
+    assert KeyStore(r).authenticate(key) is None
+    assert main(["keys", "revoke", "nosuch"]) == 1
+    assert main(["keys", "create", "--role", "site"]) == 2  # a site key needs its site
+    assert "--site" in capsys.readouterr().err
+
+
+def test_import_loads_files_into_the_label_store_and_reimport_relabels(r, tmp_path, capsys):
+    data = tmp_path / "labels.jsonl"
+    data.write_text("\n".join(json.dumps(x) for x in [
+        {"text": "cheap pills http://x.example.com", "label": "spam"},
+        {"text": "lovely write-up, thanks", "label": "ham"},
+        {"text": "lovely write-up, thanks", "label": "ham"},
+        {"text": "no label here"},
+    ]) + "\n")
+    assert main(["import", str(data), "--site", "https://blog.example.com"]) == 0
+    out = capsys.readouterr()
+    assert "2 labels stored (2 new" in out.out and "1 removed" in out.err and ":4:" in out.err
+    store = LabelStore(r)
+    examples = list(store.iter_examples("https://blog.example.com"))
+    assert sorted(label for _, label, *_ in examples) == ["ham", "spam"]
+    assert all(site == "https://blog.example.com" for *_, site, _ in examples)
+    flipped = tmp_path / "flipped.jsonl"
+    flipped.write_text(json.dumps({"text": "cheap pills http://x.example.com", "label": "ham"}) + "\n")
+    assert main(["import", str(flipped), "--site", "blog.example.com", "--by", "bulk"]) == 0
+    assert "1 relabelled" in capsys.readouterr().out
+    assert store.count() == 2
+    relabelled = [r for r in store.export() if r.label == "ham" and "pills" in r.comment.content][0]
+    assert [(a["from"], a["to"], a["by"]) for a in store.audit(relabelled.id)][-1] == ("spam", "ham", "bulk")
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text('{"nothing": 1}\n')
+    assert main(["import", str(empty), "--site", "blog.example.com"]) != 0
