@@ -23,6 +23,8 @@ COMMANDS: list[tuple[str, str]] = [
     ("score", "training.cli"),
     ("models", "training.models_cli"),
     ("retrain", "training.models_cli"),
+    ("keys", "training.keys_cli"),
+    ("import", "training.keys_cli"),
 ]
 
 STARTER_NAME = "starter"  # `--model starter` means the shipped starter model
