@@ -323,6 +323,7 @@ class Usage:
         self.max_fields = max_fields
         self._pending: dict[tuple[str, str], int] = {}
         self._lock = threading.Lock()
+        self._flushing = threading.Lock()  # a reader's flush waits for one already writing, so it sees its counts
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._pid = 0
@@ -338,6 +339,10 @@ class Usage:
 
     def flush(self) -> bool:
         """Write what is pending now; False (sums kept) when Redis refuses."""
+        with self._flushing:
+            return self._flush()
+
+    def _flush(self) -> bool:
         with self._lock:
             batch, self._pending = self._pending, {}
         if not batch:

@@ -129,8 +129,8 @@ def r():
 
 def _build_app(r, tmp_path, **overrides):
     model = _model()
-    settings = Settings(redis_url=_redis_url(), secret_key="test-secret", data_dir=tmp_path,
-                        **{**_thresholds(model), **overrides})
+    values = {"redis_url": _redis_url(), "secret_key": "test-secret", "data_dir": tmp_path, **_thresholds(model)}
+    settings = Settings(**{**values, **overrides})
     app = create_app(settings, redis_client=r, serving=ServingModel.fixed(model, "v-akismet-test"))
     app.config["TESTING"] = True
     return app
@@ -582,3 +582,34 @@ def test_unknown_endpoints_are_text_404(raw):
     assert resp.status_code == 404 and resp.headers["Content-Type"].startswith("text/plain")
     put = raw.put("/1.2/key-sites")
     assert put.status_code == 405 and put.headers["Allow"] == "GET, POST"
+
+
+def test_redis_outage_still_answers_known_keys_and_keeps_the_counts(tmp_path):
+    from service.app import connect
+    from tests.service_support import PrivateRedis
+
+    private = PrivateRedis(tmp_path).start()
+    client = connect(Settings(redis_url=private.url))
+    app = _build_app(client, tmp_path, redis_url=private.url)
+    usage = app.extensions[face.USAGE_EXTENSION]
+    try:
+        key = app.extensions["winnow"].keys.create(BLOG, "site", "outage")[0]
+        web = app.test_client()
+        form = {"api_key": key, "blog": BLOG, "user_ip": IP, "comment_content": HAM_TEXT}
+        assert web.post("/1.1/comment-check", data=form).data == b"false"
+        assert usage.flush()
+        private.stop()
+        during = web.post("/1.1/comment-check", data=form)
+        assert (during.status_code, during.data) == (200, b"false") and during.headers["X-akismet-guid"]
+        unknown = web.post("/1.1/comment-check", data={**form, "api_key": "qqqqqqqqqqqq"})
+        assert unknown.status_code == 503 and unknown.headers["Retry-After"]
+        assert unknown.headers["Content-Type"].startswith("text/plain")
+        assert usage.flush() is False  # kept, not lost
+        private.start()  # an empty server: only what was pending arrives
+        assert usage.flush() is True
+        stored = client.hgetall(client.keys(rediskeys.AKISMET_USAGE.format(key_id="*", month="*"))[0])
+        assert stored == {b"api_calls:blog.example.com": b"1", b"ham:blog.example.com": b"1"}
+    finally:
+        app.extensions["winnow"].writer.stop(timeout=0.5)
+        private.stop()
+        client.close()
