@@ -65,7 +65,7 @@ def free_port() -> int:
 
 
 class PrivateRedis:
-    """A redis-server of our own on a free port, which a test may stop and start again (same port, same data)."""
+    """A redis-server of our own on a free port, which a test may kill and start again (same port, same data)."""
 
     def __init__(self, tmp_path):
         import shutil
@@ -84,8 +84,9 @@ class PrivateRedis:
         import time
 
         self.proc = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.dir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            # The documented production persistence: every write is on disk before Redis answers it.
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes",
+             "--appendfsync", "always", "--dir", str(self.dir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         client = redis.Redis(port=self.port)
         deadline = time.monotonic() + 10
         while True:
