@@ -278,7 +278,6 @@ class Call:
     guid: str = ""
     reporter: str = ""
     original: str = ""  # comment_check_response: the verdict the client got, "true"/"false", when it says
-    context: tuple[str, ...] = ()
 
     @property
     def guaranteed_spam(self) -> bool:
@@ -296,7 +295,6 @@ def parse_call(params: Params) -> Call:
         guid=params.get("guid").strip()[:128],
         reporter=params.get("reporter").strip()[:200],
         original=params.get("comment_check_response").strip().lower(),
-        context=tuple(params.context),
     )
 
 
@@ -442,7 +440,10 @@ def _require(params: Params, *fields: str) -> None:
 
 
 def _refs(params: Params) -> dict[str, str]:
-    return {name: params.get(name).strip()[:200] for name in REF_PARAMS if params.get(name).strip()}
+    refs = {name: params.get(name).strip()[:200] for name in REF_PARAMS if params.get(name).strip()}
+    if params.context:  # the post's tags and categories: shown to moderators with the check
+        refs["comment_context"] = ", ".join(params.context)[:500]
+    return refs
 
 
 def _unsure_as_spam(site: str) -> bool:
