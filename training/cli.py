@@ -96,9 +96,15 @@ def _unavailable(name: str, exc: Exception):
 def add_parser(subparsers) -> None:
     train = subparsers.add_parser("train", help="train a model from labelled files and write its artifact",
                                   description="Import labelled comments, remove duplicate texts, train, and write "
-                                  "a signed artifact (PATH) with its metadata (PATH.json).")
+                                  "a signed artifact (PATH) with its metadata beside it (PATH with a .json suffix).")
     _data_options(train)
     train.add_argument("--out", required=True, metavar="PATH", help="where to write the model artifact")
+    train.add_argument("--eval", action="append", metavar="FILE",
+                       help="held-out labelled file(s) to measure the new model on; the figures go into its metadata")
+    train.add_argument("--c", type=_positive_float, metavar="C",
+                       help="regularisation strength (default: chosen by cross-validation inside the training data)")
+    train.add_argument("--hash-bits", type=int, choices=range(10, 25), metavar="BITS",
+                       help="feature space of 2**BITS hashed features (default: the feature configuration's)")
     train.add_argument("--strict", action="store_true", help="refuse to train if any row had an error")
     train.add_argument("--keep-duplicates", action="store_true", help="train on duplicate texts as they are")
     train.set_defaults(handler=cmd_train)
@@ -136,6 +142,16 @@ def _data_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--source", help="source name recorded for every record (default: from the file)")
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError("must be a positive number")
+    return value
+
+
 def _parsed(parse):
     def convert(text: str):
         try:
@@ -152,6 +168,8 @@ def _parsed(parse):
 def cmd_train(args) -> int:
     from training import importers
 
+    if Path(args.out).suffix.lower() == ".json":
+        raise CommandError("--out names the artifact; its metadata goes beside it with a .json suffix", 2)
     result = _import(args, sys.stderr)
     if args.strict and result.errors:
         raise CommandError(f"{len(result.errors)} row error(s) and --strict given; nothing trained")
@@ -164,13 +182,25 @@ def cmd_train(args) -> int:
         raise CommandError(f"training needs both spam and ham examples; have spam {counts['spam']}, "
                            f"ham {counts['ham']}")
     settings = _settings()
+    held_out = None
+    if args.eval:
+        held_out = _import(argparse.Namespace(**{**vars(args), "data": args.eval}), sys.stderr).records
+        seen = {importers.normalise_text(r.comment.content) for r in records}
+        overlap = sum(importers.normalise_text(r.comment.content) in seen for r in held_out)
+        if overlap:
+            print(f"warning: {overlap} of {len(held_out)} evaluation texts are also in the training data",
+                  file=sys.stderr)
     print(f"training on {len(records)} comments (spam {counts['spam']}, ham {counts['ham']}) ...",
           file=sys.stderr, flush=True)
-    model = _train([r.comment for r in records], [r.label for r in records], [r.source for r in records])
+    model = _train([r.comment for r in records], [r.label for r in records], [r.source for r in records],
+                   c=args.c, hash_bits=args.hash_bits)
+    if held_out is not None:
+        figures = _metrics([r.label for r in held_out], _scores(model, [r.comment for r in held_out]))
+        model.meta["metrics"] = {**figures, "data": [str(p) for p in args.eval]}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = _save(model, out, settings.secret_key)
-    _print_train_summary(records, out, meta, sys.stdout)
+    _print_train_summary(records, out, {**model.meta, **meta}, sys.stdout)
     return 0
 
 
@@ -179,13 +209,15 @@ def _print_train_summary(records, out: Path, meta: Any, stream: TextIO) -> None:
 
     by_source = collections.Counter((r.source, r.label) for r in records)
     print(f"wrote {out}", file=stream)
-    meta = meta if isinstance(meta, dict) else {}
-    for key in ("version", "version_id", "sha256"):
+    for key in ("version", "sha256"):
         if meta.get(key):
             print(f"  {key}: {meta[key]}", file=stream)
     print(f"  trained on {len(records)} comments", file=stream)
     for source in sorted({s for s, _ in by_source}):
         print(f"    {source}: spam {by_source[(source, 'spam')]}, ham {by_source[(source, 'ham')]}", file=stream)
+    figures = meta.get("metrics") or {}
+    if figures.get("n"):
+        print("  held-out: " + ", ".join(f"{k} {_shown(figures.get(k))}" for k in METRIC_KEYS), file=stream)
 
 
 # --- evaluate ------------------------------------------------------------------------------------------------
@@ -206,11 +238,14 @@ def cmd_evaluate(args) -> int:
         print(json.dumps({k: figures[k] for k in METRIC_KEYS}))
     else:
         for key in METRIC_KEYS:
-            value = figures[key]
-            shown = str(value) if isinstance(value, int) else ("n/a" if value is None or value != value
-                                                                else f"{value:.4f}")
-            print(f"{_METRIC_NAMES[key]:<28} {shown}")
+            print(f"{_METRIC_NAMES[key]:<28} {_shown(figures[key])}")
     return 0
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, int):
+        return str(value)
+    return "n/a" if value is None else f"{value:.4f}"
 
 
 _METRIC_NAMES = {"accuracy": "accuracy", "precision": "precision (spam)", "recall": "recall (spam)",
@@ -343,11 +378,14 @@ def _json_safe(value: Any) -> Any:
 
 
 def _load_model(path: str):
-    from training import artifacts, starter
+    from training import artifacts
     from training.settings import ROOT
 
     shipped = ROOT / "models" / "starter.joblib"
     if path == STARTER_NAME or Path(path).resolve() == shipped.resolve():
+        # The shipped starter is trusted by the digest pinned in training.starter, not by this deployment's secret.
+        from training import starter
+
         try:
             return starter.load_starter()
         except (artifacts.ArtifactError, OSError) as exc:
@@ -360,10 +398,12 @@ def _load_model(path: str):
         raise CommandError(f"cannot load model {path}: {exc}", 2) from None
 
 
-def _train(comments, labels, sources):
+def _train(comments, labels, sources, c: float | None = None, hash_bits: int | None = None):
+    from training.features import FeatureConfig
     from training.model import train
 
-    return train(comments, labels)
+    config = FeatureConfig(n_features=2**hash_bits) if hash_bits else None
+    return train(comments, labels, sources=sources, config=config, C=c, progress=sys.stderr.isatty())
 
 
 def _save(model, out: Path, secret: str):
@@ -380,8 +420,7 @@ def _scores(model, comments) -> list[float]:
     with tqdm(total=len(comments), unit="comment", desc="scoring", file=sys.stderr, leave=False,
               disable=None) as bar:
         for start in range(0, len(comments), step):
-            proba = model.predict_proba(comments[start:start + step])
-            scores.extend(float(p[1]) if hasattr(p, "__len__") else float(p) for p in proba)
+            scores.extend(float(p) for p in model.predict_proba(comments[start:start + step]))
             bar.update(min(step, len(comments) - start))
     return scores
 
@@ -394,15 +433,9 @@ def _metrics(y_true: list[int], scores: list[float]) -> dict[str, Any]:
 
 
 def _verdict(model, comment, settings, top: int) -> dict[str, Any]:
-    verdict = model.score(comment)
+    """The verdict by this deployment's thresholds, and the contributions (signal -> weight) behind it."""
+    verdict = model.score(comment, top=top)
     score = float(verdict.score)
-    reasons = []
-    for reason in list(verdict.reasons)[:top]:
-        if isinstance(reason, dict):
-            reasons.append(reason)
-        elif hasattr(reason, "_asdict"):
-            reasons.append(reason._asdict())
-        else:
-            signal, weight = reason
-            reasons.append({"signal": signal, "weight": weight})
-    return {"verdict": verdict_name(score, settings), "score": round(score, 6), "reasons": reasons}
+    return {"verdict": verdict_name(score, settings), "score": score,
+            "decision_value": float(verdict.decision_value),
+            "reasons": [{"signal": r["signal"], "weight": float(r["weight"])} for r in verdict.reasons]}
