@@ -43,11 +43,12 @@ def _reason(body: dict) -> str:
     return reason.strip()
 
 
-def _body() -> dict:
+def _body(*allowed: str) -> dict:
+    allowed = ("reason",) + allowed
     body = json_body(required=False)
     if not isinstance(body, dict):
         raise ApiError(400, "invalid", "must be a JSON object", field="body")
-    unknown = sorted(set(body) - {"reason"})
+    unknown = sorted(set(body) - set(allowed))
     if unknown:
         raise ApiError(400, "invalid", "unknown field", field=unknown[0])
     return body
@@ -106,9 +107,13 @@ def rollback_model():
 @blueprint.post("/models/retrain")
 @requires("admin")
 def retrain_model():
-    reason = _reason(_body()) or "asked for by hand"
+    body = _body("full")
+    reason = _reason(body) or "asked for by hand"
+    full = body.get("full", False)
+    if not isinstance(full, bool):
+        raise ApiError(400, "invalid", "must be true or false", field="full")
     s = services()
-    job_id = jobs.enqueue_retrain(s.redis, s.settings, reason=reason, by=_who())
+    job_id = jobs.enqueue_retrain(s.redis, s.settings, reason=reason, by=_who(), full=full)
     response = jsonify({"job_id": job_id, "status_url": url_for("models_api.get_job", job_id=job_id)})
     response.status_code = 202
     response.headers["Location"] = url_for("models_api.get_job", job_id=job_id)
@@ -122,3 +127,7 @@ def get_job(job_id: str):
     if status is None:
         raise ApiError(404, "not_found", f"no job {job_id!r}", field="job_id")
     return jsonify(status)
+
+
+def init_app(app) -> None:
+    app.register_blueprint(blueprint)

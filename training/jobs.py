@@ -6,6 +6,7 @@ Nothing here imports Flask; web handlers and the CLI call enqueue_retrain / job_
 """
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -43,6 +44,10 @@ MIN_EVAL = 10               # fewer new labels than this cannot tell two models 
 MIN_PER_CLASS = 2
 BASE_WEIGHT = 0.25          # per-example weight of the starter corpora, always below a site label's 1.0
 RUNS_KEPT = 200
+INCREMENTAL_MAX = 5000      # more new labels than this (or than INCREMENTAL_SHARE of all) means a full retrain
+INCREMENTAL_SHARE = 0.1
+MAX_UPDATES = 50            # chained incremental updates before a full retrain is forced
+C_SEARCH_SAMPLE = 20_000    # above this many training examples, pick the regularisation on a sample of this size
 
 WAITING = {JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED, JobStatus.CREATED}
 
@@ -57,7 +62,7 @@ class LostLock(RuntimeError):
 
 # ---- triggers ------------------------------------------------------------------------------------------------------
 def enqueue_retrain(redis: redis_lib.Redis, settings: Settings, reason: str = "manual", by: str | None = None,
-                    site: str | None = None) -> str:
+                    site: str | None = None, full: bool = False) -> str:
     """Ask for a retrain and return its job id.
 
     While a retrain waits in the queue, asking again returns that job's id (it will read the new labels anyway);
@@ -76,7 +81,7 @@ def enqueue_retrain(redis: redis_lib.Redis, settings: Settings, reason: str = "m
             job_id = _next_job_id(redis)
             pipe.multi()
             pipe.set(keys.RETRAIN_PENDING, json.dumps(
-                {"job_id": job_id, "reason": reason, "by": by, "site": site, "after": active,
+                {"job_id": job_id, "reason": reason, "by": by, "site": site, "full": full, "after": active,
                  "asked_at": time.time()}))
             return job_id
         # Nothing in flight: a follow-up stranded by a failed run keeps its promised id.
@@ -86,7 +91,7 @@ def enqueue_retrain(redis: redis_lib.Redis, settings: Settings, reason: str = "m
         pipe.set(keys.RETRAIN_ACTIVE, job_id)
         pipe.delete(keys.RETRAIN_PENDING)
         _enqueue(queue, job_id, site=spec.get("site", site), reason=spec.get("reason", reason),
-                 by=spec.get("by", by), pipeline=pipe)
+                 by=spec.get("by", by), full=bool(spec.get("full", full)), pipeline=pipe)
         log.info("retrain %s enqueued (%s)", job_id, reason)
         return job_id
 
@@ -144,7 +149,7 @@ def scheduled_retrain() -> str:
     job = get_current_job()
     settings = Settings.from_env()
     redis = job.connection if job is not None else redis_lib.Redis.from_url(settings.redis_url)
-    return enqueue_retrain(redis, settings, reason="schedule", by="clock")
+    return enqueue_retrain(redis, settings, reason="schedule", by="clock", full=True)
 
 
 def recover_retrain() -> str | None:
@@ -176,12 +181,13 @@ def recover_abandoned(redis: redis_lib.Redis, settings: Settings) -> str | None:
     if job.get_status(refresh=False) != JobStatus.STARTED:
         return None
     began = job.started_at or job.enqueued_at
-    if began is None or time.time() - began.timestamp() < settings.retrain_lock_seconds + 10:
+    if began is None or time.time() - began.timestamp() < 2 * settings.retrain_lock_seconds:
         return None  # it may not have taken the lock yet
     queue = Queue(job.origin or settings.queue_name, connection=redis)
     started_registry = StartedJobRegistry(queue=queue)
     stale = [f"{jid}:{eid}" for jid, eid in started_registry.get_job_and_execution_ids(cleanup=False) if jid == active]
     with redis.pipeline() as pipe:
+        pipe.multi()  # rq's enqueue_job joins an open transaction instead of starting its own
         if stale:
             pipe.zrem(started_registry.key, *stale)
         if job.retries_left:
@@ -262,9 +268,9 @@ def _flight_state(redis: redis_lib.Redis, job_id: str | None) -> str | None:
     return None
 
 
-def _enqueue(queue: Queue, job_id: str, *, site, reason, by, pipeline=None) -> Job:
+def _enqueue(queue: Queue, job_id: str, *, site, reason, by, full=False, pipeline=None) -> Job:
     return queue.enqueue(
-        retrain, kwargs={"site": site, "reason": reason, "requested_by": by}, job_id=job_id,
+        retrain, kwargs={"site": site, "reason": reason, "requested_by": by, "full": full}, job_id=job_id,
         job_timeout=JOB_TIMEOUT, result_ttl=RESULT_TTL, failure_ttl=FAILURE_TTL,
         retry=Retry(max=len(RETRY_INTERVALS), interval=list(RETRY_INTERVALS)),
         description=f"retrain ({reason})", meta={"stage": "queued", "progress": 0.0}, pipeline=pipeline)
@@ -281,7 +287,7 @@ def _finish_flight(redis: redis_lib.Redis, settings: Settings, job_id: str) -> s
             pipe.set(keys.RETRAIN_ACTIVE, spec["job_id"])
             pipe.delete(keys.RETRAIN_PENDING)
             _enqueue(queue, spec["job_id"], site=spec.get("site"), reason=f"follow-up: {spec.get('reason')}",
-                     by=spec.get("by"), pipeline=pipe)
+                     by=spec.get("by"), full=bool(spec.get("full")), pipeline=pipe)
             return spec["job_id"]
         if active == job_id:
             pipe.delete(keys.RETRAIN_ACTIVE)
@@ -291,12 +297,13 @@ def _finish_flight(redis: redis_lib.Redis, settings: Settings, job_id: str) -> s
 
 
 # ---- the job -------------------------------------------------------------------------------------------------------
-def retrain(site: str | None = None, reason: str = "manual", requested_by: str | None = None) -> dict:
+def retrain(site: str | None = None, reason: str = "manual", requested_by: str | None = None,
+            full: bool = False) -> dict:
     """The RQ job: retrain from the stored labels, gate, record; then run the one follow-up if one was asked for."""
     job = get_current_job()
     settings = Settings.from_env()
     redis = job.connection if job is not None else redis_lib.Redis.from_url(settings.redis_url)
-    result = run_retrain(redis, settings, site=site, reason=reason, requested_by=requested_by, job=job)
+    result = run_retrain(redis, settings, site=site, reason=reason, requested_by=requested_by, full=full, job=job)
     if job is not None:
         follow_up = _finish_flight(redis, settings, job.id)
         if follow_up:
@@ -305,8 +312,11 @@ def retrain(site: str | None = None, reason: str = "manual", requested_by: str |
 
 
 def run_retrain(redis: redis_lib.Redis, settings: Settings, *, site: str | None = None, reason: str = "manual",
-                requested_by: str | None = None, job: Job | None = None) -> dict:
-    """One retrain under the lock, callable without rq (the CLI's --now, benchmarks). Returns the run record."""
+                requested_by: str | None = None, full: bool = False, job: Job | None = None) -> dict:
+    """One retrain under the lock, callable without rq (the CLI's --now, benchmarks). Returns the run record.
+
+    full=False lets a few new labels update the champion instead of refitting on every label (see
+    _Retrain._incremental_since); full=True always refits."""
     lease = _Lease(redis, settings.retrain_lock_seconds)
     _progress(job, "waiting for the retrain lock", 0.0)
     if not lease.acquire(wait=settings.retrain_lock_seconds + 5):
@@ -317,7 +327,7 @@ def run_retrain(redis: redis_lib.Redis, settings: Settings, *, site: str | None 
             pipe.set(keys.RETRAIN_NEW_LABELS, 0)
             pipe.set(keys.RETRAIN_OVERTURNS, 0)
             pipe.execute()
-        return _Retrain(redis, settings, lease, job, site, reason, requested_by).run()
+        return _Retrain(redis, settings, lease, job, site, reason, requested_by, full).run()
     finally:
         lease.release()
 
@@ -332,7 +342,7 @@ class _Examples:
 
 
 class _Retrain:
-    def __init__(self, redis, settings: Settings, lease: "_Lease", job, site, reason, requested_by):
+    def __init__(self, redis, settings: Settings, lease: "_Lease", job, site, reason, requested_by, full=False):
         self.redis = redis
         self.settings = settings
         self.lease = lease
@@ -340,12 +350,15 @@ class _Retrain:
         self.site = site
         self.reason = reason
         self.requested_by = requested_by
+        self.full = full
         self.registry = Registry.from_settings(redis, settings)
         self.started = time.time()
+        self.C: float | None = None
+        self.cv = False
         self.timings: dict[str, float] = {}
         self.record: dict[str, Any] = {
             "job_id": job.id if job is not None else None, "reason": reason, "requested_by": requested_by,
-            "site": site, "started_at": self.started,
+            "site": site, "full_requested": full, "started_at": self.started,
         }
 
     def run(self) -> dict:
@@ -354,6 +367,16 @@ class _Retrain:
         champion_version = self.registry.bootstrap()
         champion_info = self.registry.get(champion_version)
         self.record["champion_version"] = champion_version
+        try:
+            champion = self.registry.load(champion_version)
+        except artifacts.ArtifactError as exc:
+            champion = None
+            log.error("champion %s failed verification (%s); judging the challenger on its own", champion_version,
+                      exc)
+        since = self._incremental_since(champion, champion_info)
+        if since is not None:
+            return self._run_incremental(champion, champion_version, champion_info, since)
+        self.record["mode"] = "full"
         data = self._read()
         n = len(data.y)
         counts = {"labels": n, "spam": int(data.y.sum()), "ham": int(n - data.y.sum()),
@@ -365,7 +388,7 @@ class _Retrain:
                                         f"have {counts['spam']} spam, {counts['ham']} ham")
         cutoff = champion_info.get("trained_until")
         unseen = int((data.t > float(cutoff)).sum()) if cutoff is not None else n
-        cv = n < CV_BELOW
+        cv = self.cv = n < CV_BELOW
         n_eval = unseen if cv else min(unseen, math.ceil(HOLDOUT_FRACTION * n))
         counts["unseen_by_champion"] = unseen
         if n_eval < MIN_EVAL:
@@ -375,12 +398,6 @@ class _Retrain:
         y_eval = data.y[eval_idx]
         counts["eval"] = int(n_eval)
 
-        try:
-            champion = self.registry.load(champion_version)
-        except artifacts.ArtifactError as exc:
-            champion = None
-            log.error("champion %s failed verification (%s); judging the challenger on its own", champion_version,
-                      exc)
         self._progress("scoring the champion", 0.3)
         champion_scores = _scores(champion, [data.comments[i] for i in eval_idx]) if champion is not None else None
 
@@ -397,13 +414,8 @@ class _Retrain:
             plan = f"holdout of the newest {n_eval} labels (trained on the {n - n_eval} older)"
         self.record["evaluation"] = plan
 
-        challenger_m = self._metrics(y_eval, challenger_scores)
-        champion_m = self._metrics(y_eval, champion_scores) if champion_scores is not None else None
-        self.record["metrics"] = {"challenger": challenger_m, "champion": champion_m}
-        ok, why = gate(challenger_m, champion_m, self.settings.gate_mcc_tolerance)
+        ok, why = self._gate(y_eval, challenger_scores, champion_scores)
         if not ok:
-            self.registry.record_rejection({"version": None, "metrics": self.record["metrics"], "counts": counts},
-                                           by=self._by(), reason=why)
             return self._finish("reject", why)
 
         self._progress("training the new model on every label", 0.7)
@@ -411,12 +423,87 @@ class _Retrain:
         self.lease.check()
         self._progress("publishing", 0.95)
         trained_until = float(data.t.max())
-        meta = {"kind": "retrain", "trained_until": trained_until, "counts": counts,
-                "metrics": self.record["metrics"], "evaluation": plan, "champion": champion_version,
+        return self._promote(final, trained_until, plan, why, updates_since_full=0)
+
+    def _promote(self, model, trained_until: float, plan: str, why: str, updates_since_full: int) -> dict:
+        meta = {"kind": "retrain", "mode": self.record["mode"], "trained_until": trained_until,
+                "updates_since_full": updates_since_full, "counts": self.record["counts"],
+                "metrics": self.record["metrics"], "evaluation": plan, "champion": self.record["champion_version"],
                 "job_id": self.record["job_id"], "site": self.site}
-        version = self.registry.publish(final, meta, promoted_by=self._by(), reason=why, promote=True)
+        version = self.registry.publish(model, meta, promoted_by=self._by(), reason=why, promote=True)
         self.record["challenger_version"] = version
         return self._finish("promote", why)
+
+    def _gate(self, y_eval, challenger_scores, champion_scores) -> tuple[bool, str]:
+        challenger_m = self._metrics(y_eval, challenger_scores)
+        champion_m = self._metrics(y_eval, champion_scores) if champion_scores is not None else None
+        self.record["metrics"] = {"challenger": challenger_m, "champion": champion_m}
+        ok, why = gate(challenger_m, champion_m, self.settings.gate_mcc_tolerance)
+        if not ok:
+            self.registry.record_rejection({"version": None, "metrics": self.record["metrics"],
+                                            "counts": self.record["counts"]}, by=self._by(), reason=why)
+        return ok, why
+
+    # ---- the incremental path ------------------------------------------------------------------------------------
+    def _incremental_since(self, champion, champion_info: dict) -> float | None:
+        """The champion's label cutoff when a few new labels can update it in place of a full retrain, else None.
+
+        A full fit re-extracts features for every stored label, which at 100k labels takes minutes; the labels
+        that arrived since the champion's fit are usually a few dozen. The full path still runs on the schedule,
+        after MAX_UPDATES chained updates, for a starter champion, and when the new labels are too many.
+        """
+        from training.labels import LabelStore
+
+        cutoff = champion_info.get("trained_until")
+        if self.full or champion is None or cutoff is None or champion_info.get("kind") != "retrain":
+            return None
+        if int(champion_info.get("updates_since_full", 0)) >= MAX_UPDATES:
+            return None
+        since = float(np.nextafter(float(cutoff), math.inf))
+        store = LabelStore(self.redis)
+        total, new = store.count(self.site), store.count_since(since, self.site)
+        if new > min(INCREMENTAL_MAX, INCREMENTAL_SHARE * total):
+            return None
+        return since
+
+    def _run_incremental(self, champion, champion_version: str, champion_info: dict, since: float) -> dict:
+        from training.labels import LabelStore
+
+        self.record["mode"] = "incremental"
+        self._progress("reading the labels since the champion's fit", 0.05)
+        started = time.perf_counter()
+        rows = sorted(((r.labelled_at, r.comment, 1 if r.label == "spam" else 0)
+                       for r in LabelStore(self.redis).export(site=self.site, since=since)), key=lambda r: r[0])
+        self.timings["read"] = time.perf_counter() - started
+        comments = [r[1] for r in rows]
+        y = np.asarray([r[2] for r in rows], dtype=np.int8)
+        n_new = len(y)
+        counts = {"labels": int(LabelStore(self.redis).count(self.site)), "new": n_new, "spam_new": int(y.sum()),
+                  "ham_new": int(n_new - y.sum()), "unseen_by_champion": n_new, "eval": n_new, "base": 0}
+        self.record["counts"] = counts
+        if n_new < MIN_EVAL:
+            return self._finish("skip", f"only {n_new} labels newer than champion {champion_version}'s training "
+                                        f"data; need {MIN_EVAL} to compare the two fairly")
+        self._progress("scoring the champion", 0.2)
+        champion_scores = _scores(champion, comments)
+        self._progress("cross-validating the updated challenger", 0.3)
+        started = time.perf_counter()
+        challenger_scores, folds = _updated_out_of_fold(champion, comments, y)
+        self.timings["cross-validated updates"] = time.perf_counter() - started
+        plan = (f"incremental update of {champion_version} with the {n_new} labels since its fit, judged by "
+                f"{folds}-fold cross-validation over them")
+        self.record["evaluation"] = plan
+        ok, why = self._gate(y, challenger_scores, champion_scores)
+        if not ok:
+            return self._finish("reject", why)
+        self._progress("updating the champion with the new labels", 0.8)
+        started = time.perf_counter()
+        champion.partial_fit(comments, y)
+        self.timings["update"] = time.perf_counter() - started
+        self.lease.check()
+        self._progress("publishing", 0.95)
+        return self._promote(champion, float(max(r[0] for r in rows)), plan, why,
+                             updates_since_full=int(champion_info.get("updates_since_full", 0)) + 1)
 
     # ---- steps ---------------------------------------------------------------------------------------------------
     def _read(self) -> _Examples:
@@ -447,10 +534,25 @@ class _Retrain:
             comments = comments + list(data.base_comments)
             y = np.concatenate([y, data.base_y])
             weights = np.concatenate([np.ones(len(idx)), np.full(len(data.base_comments), w_base)])
-        model = _train(comments, y, weights)
+        if self.C is None and len(y) > C_SEARCH_SAMPLE:
+            self.C = self._choose_c(comments, y, weights)
+        model = _train(comments, y, weights, C=self.C)
+        if self.C is None and not self.cv:
+            # One regularisation choice serves both fits of a run: the final fit only adds the newest labels.
+            self.C = _model_c(model)
         self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - started
         self.lease.check()
         return model
+
+    def _choose_c(self, comments, y, weights) -> float | None:
+        # The model core picks C by a 5x5 grid of fits over all the data; on a large set that grid costs more than
+        # everything else, and a stratified sample picks the same order of magnitude.
+        started = time.perf_counter()
+        rng = np.random.default_rng(0)
+        idx = np.sort(rng.choice(len(y), size=C_SEARCH_SAMPLE, replace=False))
+        sample = _train([comments[i] for i in idx], y[idx], None if weights is None else weights[idx])
+        self.timings["choose C on a sample"] = time.perf_counter() - started
+        return _model_c(sample)
 
     def _cross_validated_scores(self, data: _Examples, eval_idx: np.ndarray) -> np.ndarray:
         from sklearn.model_selection import StratifiedKFold
@@ -470,13 +572,14 @@ class _Retrain:
         return scores[eval_idx]
 
     def _metrics(self, y_true: np.ndarray, scores: np.ndarray) -> dict:
-        from training.evaluation import metrics
+        from training.evaluation import curves, metrics
 
         m = {k: _plain(v) for k, v in metrics(y_true, scores).items()}
         flagged = scores >= self.settings.spam_threshold
         m["ham_flagged"] = int((flagged & (y_true == 0)).sum())
         m["spam_flagged"] = int((flagged & (y_true == 1)).sum())
         m["spam_threshold"] = self.settings.spam_threshold
+        m.update(curves(y_true, scores, self.settings.spam_threshold))  # drawn by the console's Models page
         return m
 
     def _finish(self, decision: str, why: str) -> dict:
@@ -515,6 +618,25 @@ def gate(challenger: dict, champion: dict | None, tolerance: float) -> tuple[boo
                   f"{challenger['ham_flagged']} vs {champion['ham_flagged']}")
 
 
+def _updated_out_of_fold(champion, comments: list, y: np.ndarray) -> tuple[np.ndarray, int]:
+    """Scores of each new label by a copy of the champion updated with the other new labels only."""
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    smallest = int(min(y.sum(), len(y) - y.sum()))
+    if smallest >= 2:
+        folds = min(CV_FOLDS, smallest)
+        splits = StratifiedKFold(n_splits=folds, shuffle=True, random_state=0).split(np.zeros(len(y)), y)
+    else:
+        folds = min(CV_FOLDS, len(y))
+        splits = KFold(n_splits=folds, shuffle=True, random_state=0).split(np.zeros(len(y)))
+    scores = np.zeros(len(y))
+    for train_idx, test_idx in splits:
+        model = copy.deepcopy(champion)
+        model.partial_fit([comments[i] for i in train_idx], y[train_idx])
+        scores[test_idx] = _scores(model, [comments[i] for i in test_idx])
+    return scores, folds
+
+
 def _folds(y: np.ndarray) -> int:
     smallest = int(min(y.sum(), len(y) - y.sum()))
     return max(2, min(CV_FOLDS, smallest))
@@ -543,11 +665,15 @@ def _plain(value):
 
 
 # ---- calls into the model core (kept together so its API shows in one place) ---------------------------------------
-def _train(comments: Sequence, y: np.ndarray, sample_weight: np.ndarray | None):
+def _train(comments: Sequence, y: np.ndarray, sample_weight: np.ndarray | None, C: float | None = None):
     from training.model import train
 
-    labels = ["spam" if v else "ham" for v in y]
-    return train(comments, labels, sample_weight=sample_weight)
+    return train(comments, np.asarray(y, dtype=np.int64), sample_weight=sample_weight, C=C)
+
+
+def _model_c(model) -> float | None:
+    c = ((getattr(model, "meta", None) or {}).get("classifier") or {}).get("C")
+    return float(c) if c is not None else None
 
 
 def _scores(model, comments: Sequence) -> np.ndarray:

@@ -34,6 +34,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--reason", default="asked for from the command line")
     p.add_argument("--wait", action="store_true", help="follow the queued job until it ends")
     p.add_argument("--now", action="store_true", help="run here instead of on a worker (still single flight)")
+    p.add_argument("--full", action="store_true", help="refit on every label even when a few new ones could "
+                   "update the serving model")
     p.set_defaults(handler=cmd_retrain)
 
 
@@ -133,12 +135,12 @@ def cmd_retrain(args) -> int:
     settings, client = _context()
     if args.now:
         try:
-            record = jobs.run_retrain(client, settings, reason=args.reason, requested_by=_who())
+            record = jobs.run_retrain(client, settings, reason=args.reason, requested_by=_who(), full=args.full)
         except jobs.RetrainBusy as exc:
             raise CommandError(str(exc), 5) from None
         print(json.dumps(record, indent=2, default=str))
         return 0 if record["decision"] != "error" else 1
-    job_id = jobs.enqueue_retrain(client, settings, reason=args.reason, by=_who())
+    job_id = jobs.enqueue_retrain(client, settings, reason=args.reason, by=_who(), full=args.full)
     print(job_id)
     if not args.wait:
         return 0

@@ -1,0 +1,337 @@
+"""The retrain job on a real Redis with rq's SimpleWorker: the gate, single flight, follow-ups, triggers, recovery."""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import threading
+import time
+
+import pytest
+import redis
+from rq import Queue, SimpleWorker
+from rq.cron import CronScheduler
+from rq.job import Job, JobStatus
+from rq.registry import StartedJobRegistry
+
+from bench.loop_data import campaign
+from tests.conftest import TEST_REDIS_URL
+from training import jobs, labels
+from training import rediskeys as keys
+from training.labels import LabelStore
+from training.model import train
+from training.registry import Registry
+from training.schedule import periodic_jobs
+from training.settings import Settings
+
+LOOP_REDIS_URL = TEST_REDIS_URL.rsplit("/", 1)[0] + "/11"
+SECRET = "jobs-test-secret"
+SITE = "https://blog.example.org"
+
+
+@pytest.fixture()
+def r():
+    client = redis.Redis.from_url(LOOP_REDIS_URL)
+    client.flushdb()
+    yield client
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture()
+def settings(tmp_path, monkeypatch):
+    env = {"WINNOW_REDIS_URL": LOOP_REDIS_URL, "WINNOW_SECRET_KEY": SECRET, "WINNOW_DATA_DIR": str(tmp_path),
+           "WINNOW_MODELS_DIR": str(tmp_path / "models"), "WINNOW_RETRAIN_LOCK_SECONDS": "3",
+           "WINNOW_RETRAIN_AFTER_LABELS": "50", "WINNOW_RETRAIN_AFTER_OVERTURNS": "5"}
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    return Settings.from_env()
+
+
+@pytest.fixture(scope="module")
+def backwards_model():
+    """A champion that learned the campaign upside down: any honest challenger beats it."""
+    rows = list(campaign(60, seed=5))
+    return train([c for c, _ in rows], ["ham" if label == "spam" else "spam" for _, label in rows])
+
+
+@pytest.fixture(scope="module")
+def good_model():
+    rows = list(campaign(400, seed=6))
+    return train([c for c, _ in rows], [label for _, label in rows])
+
+
+def seed_champion(r, settings, model, **meta) -> str:
+    return Registry.from_settings(r, settings).publish(model, {"kind": "test", **meta}, promoted_by="test",
+                                                       reason="champion for the test", promote=True)
+
+
+def store_labels(r, rows, start_at: float = 1_700_000_000.0, flip_older_than: int | None = None):
+    """Store labels one second apart (oldest first); the first `flip_older_than` get the wrong label."""
+    records = []
+    for i, (comment, label) in enumerate(rows):
+        if flip_older_than is not None and i < flip_older_than:
+            label = "ham" if label == "spam" else "spam"
+        rec = labels.for_comment(SITE, comment, label, by="moderator:test")
+        records.append(dataclasses.replace(rec, labelled_at=start_at + i))
+    return LabelStore(r).put_many(records)
+
+
+def run_burst(r, settings):
+    SimpleWorker([Queue(settings.queue_name, connection=r)], connection=r).work(burst=True)
+
+
+def test_gate_promotes_a_better_challenger_and_records_the_run(r, settings, backwards_model):
+    champion = seed_champion(r, settings, backwards_model)
+    store_labels(r, campaign(300, seed=7))
+    job_id = jobs.enqueue_retrain(r, settings, reason="test", by="admin:tester")
+    run_burst(r, settings)
+
+    status = jobs.job_status(r, job_id)
+    assert status["status"] == "finished" and status["progress"] == 1.0
+    result = status["result"]
+    assert result["decision"] == "promote", result["why"]
+    registry = Registry.from_settings(r, settings)
+    new = registry.current_version()
+    assert new != champion and result["challenger_version"] == new
+    info = registry.get(new)
+    assert info["kind"] == "retrain" and info["counts"]["labels"] == 300
+    assert info["trained_until"] == pytest.approx(1_700_000_000.0 + 299)
+    assert "holdout of the newest 60 labels" in info["evaluation"]
+    m = info["metrics"]
+    assert m["challenger"]["mcc"] > m["champion"]["mcc"]
+    assert m["challenger"]["ham_flagged"] <= m["champion"]["ham_flagged"]
+    run = jobs.recent_runs(r)[0]
+    assert run["decision"] == "promote" and run["job_id"] == job_id and run["duration_s"] > 0
+    assert run["counts"]["eval"] == 60 and run["requested_by"] == "admin:tester"
+    assert r.get(keys.RETRAIN_ACTIVE) is None
+
+    # The new model learned the campaign.
+    spam, _ = next(campaign(2, seed=123, start=1))
+    assert registry.load(new).score(spam).score > registry.load(champion).score(spam).score
+
+
+def test_gate_refuses_a_worse_challenger_and_says_why(r, settings, good_model):
+    champion = seed_champion(r, settings, good_model)
+    # A moderator mislabelled most of the history: the challenger learns it, the champion is right.
+    store_labels(r, campaign(300, seed=8), flip_older_than=240)
+    job_id = jobs.enqueue_retrain(r, settings, reason="test")
+    run_burst(r, settings)
+    result = jobs.job_status(r, job_id)["result"]
+    assert result["decision"] == "reject"
+    assert "below champion MCC" in result["why"] or "ham comments as spam" in result["why"]
+    registry = Registry.from_settings(r, settings)
+    assert registry.current_version() == champion
+    event = registry.history()[0]
+    assert event["kind"] == "reject" and event["reason"] == result["why"] and "metrics" in event
+    assert [m["version"] for m in registry.list()] == [champion]
+
+
+def test_few_labels_use_cross_validation(r, settings, backwards_model):
+    seed_champion(r, settings, backwards_model)
+    store_labels(r, campaign(80, seed=9))
+    job_id = jobs.enqueue_retrain(r, settings)
+    run_burst(r, settings)
+    result = jobs.job_status(r, job_id)["result"]
+    assert "cross-validation over 80 labels" in result["evaluation"]
+    assert result["counts"]["eval"] == 80 and result["decision"] == "promote"
+
+
+def test_nothing_new_since_the_champion_is_a_skip(r, settings, backwards_model):
+    seed_champion(r, settings, backwards_model, trained_until=1_800_000_000.0)
+    store_labels(r, campaign(40, seed=10))
+    job_id = jobs.enqueue_retrain(r, settings)
+    run_burst(r, settings)
+    result = jobs.job_status(r, job_id)["result"]
+    assert result["decision"] == "skip" and "newer than champion" in result["why"]
+
+
+def test_single_flight_and_exactly_one_follow_up(r, settings, backwards_model, monkeypatch):
+    seed_champion(r, settings, backwards_model)
+    store_labels(r, campaign(60, seed=11))
+    release = threading.Event()
+    running = []
+    overlap = []
+    real_train = jobs._train
+
+    def slow_train(*args, **kwargs):
+        running.append(1)
+        if len(running) > 1 and r.exists(keys.RETRAIN_LOCK) == 0:
+            overlap.append("trained without the lock")
+        release.wait(20)
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(jobs, "_train", slow_train)
+    first = jobs.enqueue_retrain(r, settings, reason="first")
+    assert jobs.enqueue_retrain(r, settings, reason="again while queued") == first
+    asked = []
+
+    def ask_while_running():
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if Job.fetch(first, connection=r).get_status() == JobStatus.STARTED and r.exists(keys.RETRAIN_LOCK):
+                break
+            time.sleep(0.02)
+        asked.extend(jobs.enqueue_retrain(r, settings, reason=f"ask {i}") for i in range(5))
+        asked.append(jobs.job_status(r, asked[0])["status"])
+        release.set()
+
+    helper = threading.Thread(target=ask_while_running)
+    helper.start()
+    run_burst(r, settings)
+    helper.join()
+
+    follow_up = asked[0]
+    assert follow_up != first and set(asked[:5]) == {follow_up} and asked[5] == "pending"
+    assert jobs.job_status(r, first)["result"]["follow_up"] == follow_up
+    assert jobs.job_status(r, follow_up)["status"] == "finished"
+    runs = jobs.recent_runs(r)
+    assert [run["job_id"] for run in runs] == [follow_up, first]
+    assert runs[0]["reason"] == "follow-up: ask 0"
+    assert not overlap and Queue(settings.queue_name, connection=r).count == 0
+    assert r.get(keys.RETRAIN_ACTIVE) is None and r.get(keys.RETRAIN_PENDING) is None
+
+
+def test_a_failed_run_is_retried_with_backoff(r, settings, backwards_model, monkeypatch):
+    seed_champion(r, settings, backwards_model)
+    store_labels(r, campaign(60, seed=12))
+
+    def broken(*args, **kwargs):
+        raise MemoryError("simulated")
+
+    monkeypatch.setattr(jobs, "_train", broken)
+    job_id = jobs.enqueue_retrain(r, settings)
+    run_burst(r, settings)
+    job = Job.fetch(job_id, connection=r)
+    assert job.get_status() == JobStatus.SCHEDULED and job.retries_left == 2
+    assert job.timeout == jobs.JOB_TIMEOUT and job.result_ttl == jobs.RESULT_TTL
+    assert job.failure_ttl == jobs.FAILURE_TTL
+    # Still in flight: asking again does not start a second one.
+    assert jobs.enqueue_retrain(r, settings) == job_id
+    assert not r.exists(keys.RETRAIN_LOCK)
+
+
+def test_labels_and_overturns_trigger_a_retrain(r, settings):
+    store = LabelStore(r)
+    rows = list(campaign(120, seed=13))
+
+    def label(batch):
+        labels.after_labels(r, settings, store.put_many(
+            [labels.for_comment(SITE, c, lab, by="moderator:test") for c, lab in batch]))
+
+    label(rows[:49])
+    assert Queue(settings.queue_name, connection=r).count == 0
+    label(rows[49:50])
+    queue = Queue(settings.queue_name, connection=r)
+    assert queue.count == 1
+    job_id = queue.job_ids[0]
+    assert "50 new labels" in Job.fetch(job_id, connection=r).kwargs["reason"]
+    label(rows[50:110])  # crosses 100 while the first is still queued: coalesced
+    assert queue.job_ids == [job_id]
+
+    r.delete(keys.RETRAIN_ACTIVE)
+    queue.empty()
+    r.set(keys.RETRAIN_NEW_LABELS, 0)
+    assert jobs.maybe_trigger_retrain(r, settings, new_labels=1, overturns=4) is None
+    second = jobs.maybe_trigger_retrain(r, settings, new_labels=1, overturns=1)
+    assert second and "5 overturned verdicts" in Job.fetch(second, connection=r).kwargs["reason"]
+
+
+def test_retrain_resets_the_counters(r, settings, backwards_model):
+    seed_champion(r, settings, backwards_model)
+    store_labels(r, campaign(30, seed=14))
+    r.set(keys.RETRAIN_NEW_LABELS, 42)
+    r.set(keys.RETRAIN_OVERTURNS, 3)
+    jobs.enqueue_retrain(r, settings)
+    run_burst(r, settings)
+    assert int(r.get(keys.RETRAIN_NEW_LABELS)) == 0 and int(r.get(keys.RETRAIN_OVERTURNS)) == 0
+
+
+def test_a_run_abandoned_by_a_dead_worker_is_requeued_and_completes(r, settings, backwards_model):
+    champion = seed_champion(r, settings, backwards_model)
+    store_labels(r, campaign(60, seed=15))
+    job_id = jobs.enqueue_retrain(r, settings)
+    # What a SIGKILLed worker leaves behind: the job marked started, its execution in the started registry,
+    # no lock (its lease ran out), and the serving pointer untouched.
+    queue = Queue(settings.queue_name, connection=r)
+    job = Job.fetch(job_id, connection=r)
+    queue.remove(job)
+    job.started_at = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=60)
+    job.save()
+    job.set_status(JobStatus.STARTED)
+    started = StartedJobRegistry(queue=queue)
+    r.zadd(started.key, {f"{job_id}:dead-execution": time.time() - 1})
+    assert jobs.job_status(r, job_id)["status"] == "started"
+
+    assert jobs.recover_abandoned(r, settings) == job_id
+    job = Job.fetch(job_id, connection=r)
+    assert job.get_status() == JobStatus.QUEUED and job.retries_left == 2 and job.meta["recoveries"] == 1
+    assert r.zcard(started.key) == 0 and queue.job_ids == [job_id]
+    assert Registry.from_settings(r, settings).current_version() == champion
+    run_burst(r, settings)
+    assert jobs.job_status(r, job_id)["result"]["decision"] == "promote"
+
+
+def test_a_live_run_is_not_mistaken_for_an_abandoned_one(r, settings):
+    job_id = jobs.enqueue_retrain(r, settings)
+    job = Job.fetch(job_id, connection=r)
+    job.started_at = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=600)
+    job.save()
+    job.set_status(JobStatus.STARTED)
+    r.set(keys.RETRAIN_LOCK, "held", px=5000)
+    assert jobs.recover_abandoned(r, settings) is None
+    r.delete(keys.RETRAIN_LOCK)
+    job.started_at = dt.datetime.now(dt.timezone.utc)
+    job.save()
+    assert jobs.recover_abandoned(r, settings) is None  # too fresh: it may not have taken the lock yet
+
+
+def test_the_schedule_is_data_rq_cron_accepts(r, settings):
+    specs = periodic_jobs(settings)
+    assert {s["name"] for s in specs} == {"retrain-nightly", "retrain-recover"}
+    clock = CronScheduler(connection=r)
+    for spec in specs:
+        clock.register(**spec)
+    nightly = next(j for j in clock.get_jobs() if j.name == "retrain-nightly")
+    assert nightly.cron == settings.retrain_cron and nightly.next_enqueue_time.astimezone().hour == 3
+    recover = next(j for j in clock.get_jobs() if j.name == "retrain-recover")
+    assert recover.should_run()
+    for spec in specs:
+        assert spec["job_timeout"] and spec["failure_ttl"] and spec["result_ttl"]
+    # The clock's jobs go through the single-flight path: a scheduled ask joins the retrain already queued.
+    first = jobs.enqueue_retrain(r, settings, reason="by hand")
+    assert jobs.scheduled_retrain() == first
+    assert jobs.recover_retrain() is None
+    assert Queue(settings.queue_name, connection=r).job_ids == [first]
+
+
+def test_a_few_new_labels_update_the_champion_incrementally(r, settings, backwards_model):
+    seed_champion(r, settings, backwards_model)
+    store_labels(r, campaign(300, seed=16))
+    first = jobs.enqueue_retrain(r, settings)
+    run_burst(r, settings)
+    full = jobs.job_status(r, first)["result"]
+    assert full["mode"] == "full" and full["decision"] == "promote"
+
+    # A new campaign the promoted model has never seen, labelled after its fit.
+    wave = [(c.replace(content=c.content.replace("glimmerwave", "zentrofix")), label)
+            for c, label in campaign(30, seed=17, start=1000)]
+    registry = Registry.from_settings(r, settings)
+    before = registry.load(full["challenger_version"])
+    store_labels(r, wave, start_at=1_700_000_000.0 + 1000)
+    second = jobs.enqueue_retrain(r, settings, reason="new wave")
+    run_burst(r, settings)
+    result = jobs.job_status(r, second)["result"]
+    assert result["mode"] == "incremental" and result["decision"] == "promote", result
+    assert result["counts"]["new"] == 30 and result["counts"]["labels"] == 330
+    assert "incremental update of " + full["challenger_version"] in result["evaluation"]
+    info = registry.get(result["challenger_version"])
+    assert info["updates_since_full"] == 1 and info["trained_until"] == pytest.approx(1_700_000_000.0 + 1029)
+    probe = next(c for c, label in campaign(10, seed=18, start=1) if label == "spam")
+    probe = probe.replace(content=probe.content.replace("glimmerwave", "zentrofix"))
+    assert registry.load(result["challenger_version"]).score(probe).score > before.score(probe).score
+
+    # Asked for in full, the same state refits on every label.
+    third = jobs.enqueue_retrain(r, settings, full=True)
+    run_burst(r, settings)
+    refit = jobs.job_status(r, third)["result"]
+    assert refit["mode"] == "full"

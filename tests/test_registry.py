@@ -1,0 +1,215 @@
+"""The model registry in Redis and the serving holder: signing, atomic promotion, rollback, pruning, hot reload."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from bench.loop_data import campaign
+from tests.conftest import TEST_REDIS_URL
+from training import artifacts
+from training import rediskeys as keys
+from training.model import train
+from training.registry import Registry, RegistryError, ServingModel, UnknownVersion
+from training.settings import Settings
+
+LOOP_REDIS_URL = TEST_REDIS_URL.rsplit("/", 1)[0] + "/11"
+SECRET = "registry-test-secret"
+
+
+@pytest.fixture()
+def r():
+    client = redis.Redis.from_url(LOOP_REDIS_URL)
+    try:
+        client.ping()
+    except redis.ConnectionError:
+        pytest.fail(f"no Redis at {LOOP_REDIS_URL}")
+    client.flushdb()
+    yield client
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture()
+def settings(tmp_path):
+    return Settings(redis_url=LOOP_REDIS_URL, secret_key=SECRET, data_dir=tmp_path, models_dir=tmp_path / "models",
+                    keep_versions=3, model_poll_seconds=0.05)
+
+
+@pytest.fixture(scope="module")
+def models():
+    """Two small models that disagree about the made-up campaign: one taught it, one taught the opposite."""
+    rows = list(campaign(60, seed=1))
+    comments = [c for c, _ in rows]
+    taught = train(comments, [label for _, label in rows])
+    backwards = train(comments, ["ham" if label == "spam" else "spam" for _, label in rows])
+    return taught, backwards
+
+
+@pytest.fixture()
+def registry(r, settings):
+    return Registry.from_settings(r, settings)
+
+
+def spam_score(model) -> float:
+    comment, _ = next(campaign(2, seed=99, start=1))
+    return float(model.score(comment).score)
+
+
+def test_publish_promote_and_read_back(registry, models):
+    taught, backwards = models
+    assert registry.current_version() is None and registry.list() == []
+    v1 = registry.publish(taught, {"kind": "test", "metrics": {"mcc": 0.9}}, promoted_by="tester", reason="first",
+                          promote=True)
+    v2 = registry.publish(backwards, {"kind": "test"}, promoted_by="tester", reason="candidate only")
+    assert registry.current_version() == v1
+    listed = registry.list()
+    assert [m["version"] for m in listed] == [v2, v1]
+    assert [m["serving"] for m in listed] == [False, True]
+    info = registry.get(v1)
+    assert info["metrics"] == {"mcc": 0.9} and info["promoted_by"] == "tester" and info["promote_reason"] == "first"
+    assert info["size"] > 0 and len(info["sha256"]) == 64
+    assert spam_score(registry.load(v1)) == pytest.approx(spam_score(taught))
+    with pytest.raises(UnknownVersion):
+        registry.get("v999")
+    with pytest.raises(UnknownVersion):
+        registry.load("v999")
+
+
+def test_promote_and_rollback_keep_a_history(registry, models):
+    taught, backwards = models
+    v1 = registry.publish(taught, promoted_by="a", reason="one", promote=True)
+    v2 = registry.publish(backwards, promoted_by="a", reason="two", promote=True)
+    v3 = registry.publish(taught, promoted_by="a", reason="three")
+    registry.promote(v3, by="admin:alice", reason="by hand")
+    assert registry.current_version() == v3
+    assert registry.rollback(by="admin:alice")["version"] == v2
+    assert registry.rollback(by="admin:alice")["version"] == v1  # steps back again, does not toggle
+    with pytest.raises(RegistryError):
+        registry.rollback(by="admin:alice")
+    kinds = [(e["kind"], e["version"], e["previous"]) for e in registry.history()]
+    assert kinds[:3] == [("rollback", v1, v2), ("rollback", v2, v3), ("promote", v3, v2)]
+    assert registry.get(v3)["promoted_by"] == "admin:alice"
+    with pytest.raises(UnknownVersion):
+        registry.promote("v77", by="x")
+    assert registry.current_version() == v1
+
+
+def test_prune_keeps_the_newest_and_never_the_serving_one(registry, models, settings):
+    taught, _ = models
+    first = registry.publish(taught, promote=True)
+    for _ in range(5):
+        registry.publish(taught)
+    versions = [m["version"] for m in registry.list()]
+    assert len(versions) == settings.keep_versions + 1 and first in versions
+    assert registry.current_version() == first and registry.load(first) is not None
+
+
+def test_foreign_or_tampered_artifacts_are_refused(registry, models, r):
+    taught, _ = models
+    foreign = Registry(r, "another-deployment")
+    v = foreign.publish(taught, promote=True)
+    with pytest.raises(artifacts.ArtifactError):
+        registry.load(v)
+    mine = registry.publish(taught)
+    key = keys.MODEL_VERSION.format(version=mine)
+    blob = bytearray(r.hget(key, "artifact"))
+    blob[len(blob) // 2] ^= 0xFF
+    r.hset(key, "artifact", bytes(blob))
+    with pytest.raises(artifacts.ArtifactError):
+        registry.load(mine)
+
+
+def test_cache_on_disk_is_verified_on_every_load(registry, models, settings, r):
+    taught, backwards = models
+    v = registry.publish(taught, promote=True)
+    registry.load(v)
+    cached = sorted((settings.models_dir / "cache").glob(f"{v}-*.joblib"))
+    assert len(cached) == 1
+    # A cache file swapped for another model's bytes no longer matches Redis's digest: fetched again.
+    other, _ = artifacts.dumps(backwards, SECRET)
+    cached[0].write_bytes(other)
+    assert spam_score(registry.load(v)) == pytest.approx(spam_score(taught))
+    # Same bytes, forged metadata: the HMAC check refuses it, and the registry falls back to Redis.
+    meta_path = cached[0].with_suffix(".json")
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps({**meta, **{k: "0" * 64 for k in meta if "sig" in k or "hmac" in k}}))
+    assert spam_score(registry.load(v)) == pytest.approx(spam_score(taught))
+
+
+def test_bootstrap_happens_once_under_concurrency(r, settings, models):
+    taught, _ = models
+    calls = []
+
+    def starter():
+        calls.append(1)
+        time.sleep(0.2)
+        return taught
+
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(
+        Registry.from_settings(redis.Redis.from_url(LOOP_REDIS_URL), settings).bootstrap(starter)))
+        for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1 and len(set(results)) == 1
+    registry = Registry.from_settings(r, settings)
+    assert registry.get(results[0])["kind"] == "starter"
+    assert registry.history()[0]["by"] == "bootstrap"
+
+
+def test_serving_model_swaps_within_two_seconds_and_refuses_foreign_artifacts(r, settings, models):
+    taught, backwards = models
+    serving = ServingModel(r, settings, load_starter=lambda: taught).start()
+    try:
+        registry = Registry.from_settings(r, settings)
+        first = serving.version
+        assert first == registry.current_version()
+        assert spam_score(serving.model) == pytest.approx(spam_score(taught))
+
+        v2 = registry.publish(backwards, promote=True)
+        deadline = time.monotonic() + 2.0
+        while serving.version != v2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert serving.version == v2
+        version, model = serving.snapshot()
+        assert version == v2 and spam_score(model) == pytest.approx(spam_score(backwards))
+
+        # A version written by another deployment's secret is refused; the current model keeps serving.
+        foreign = Registry(r, "not-our-secret").publish(taught, promote=True)
+        time.sleep(0.5)
+        assert registry.current_version() == foreign
+        assert serving.version == v2 and spam_score(serving.model) == pytest.approx(spam_score(backwards))
+
+        registry.promote(first, by="test")
+        deadline = time.monotonic() + 2.0
+        while serving.version != first and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert serving.version == first
+    finally:
+        serving.stop()
+
+
+def test_serving_model_without_redis_serves_the_starter(settings, models, tmp_path):
+    taught, _ = models
+    dead = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0))
+    serving = ServingModel(dead, settings, load_starter=lambda: taught).start()
+    try:
+        assert serving.version == "starter" and serving.model is taught
+        assert serving.check_now() is False
+    finally:
+        serving.stop()
+
+
+def test_fixed_holder_needs_nothing(models):
+    taught, _ = models
+    holder = ServingModel.fixed(taught, "v-test")
+    assert holder.snapshot() == ("v-test", taught) and holder.check_now() is False
+    holder.stop()
