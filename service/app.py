@@ -10,7 +10,7 @@ from flask import Flask
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from service import akismet, api, auth, console, http, limits, metrics, ops
+from service import akismet, api, auth, console, http, limits, metrics, models_api, ops
 from service.context import EXTENSION, Services
 from training.apikeys import KeyStore
 from training.checks import CheckStore, WriteBehind
@@ -33,6 +33,7 @@ def create_app(settings: Settings | None = None, *, redis_client: redis.Redis | 
     http.init_app(app)            # JSON errors for every face that does not speak its own protocol
     auth.init_app(app)            # Bearer keys and console sessions
     api.init_app(app)             # /api/v1 checks, labels, queue, site settings
+    models_api.init_app(app)      # /api/v1 models, retrain and jobs: the learning loop
     akismet.init_app(app)         # /1.1/*, /1.2/*: the Akismet wire protocol
     limits.init_app(app)          # per-key rate limits in Redis (429 + Retry-After)
     ops.init_app(app)             # request ids and logs, /healthz, /readyz, /metrics, OpenAPI, /ping
