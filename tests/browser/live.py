@@ -76,6 +76,7 @@ class LiveWinnow:
         self.with_worker = worker
         self._procs: list[subprocess.Popen] = []
         self._server = None
+        self._worker_log = None
         self.app = None
 
     # ---- lifecycle ---------------------------------------------------------------------------------------------
@@ -112,10 +113,11 @@ class LiveWinnow:
         self.url = f"http://127.0.0.1:{port}"
         if self.with_worker:
             env = {**os.environ, **self.env}
+            self._worker_log = open(self.workdir / "worker.log", "wb")
             self._procs.append(subprocess.Popen(
                 [str(Path(sys.executable).parent / "rq"), "worker", "--url", self.redis_url, "--quiet",
                  "--worker-class", "rq.worker.SimpleWorker", self.settings.queue_name],
-                cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=open(self.workdir / "worker.log", "wb"),
+                cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=self._worker_log,
                 preexec_fn=_die_with_parent))
         _wait(lambda: httpx.get(self.url + "/moderate/sign-in").status_code == 200, 20, "the web server")
         return self
@@ -140,6 +142,9 @@ class LiveWinnow:
                 proc.kill()
                 proc.wait()
         self._procs.clear()
+        if self._worker_log is not None:
+            self._worker_log.close()
+            self._worker_log = None
 
     def __enter__(self) -> "LiveWinnow":
         return self.start()

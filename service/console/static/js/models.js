@@ -102,7 +102,7 @@ export function start(root) {
       h("td", {}, e.previous || ""), h("td", {}, untrusted(e.by || "")), h("td", { class: "why" }, untrusted(e.reason || "")));
   }
 
-  async function load() {
+  async function load({ newest = false } = {}) {
     try {
       const data = await get(`${paths.api}/models`);
       versions = data.versions || [];
@@ -116,7 +116,8 @@ export function start(root) {
       }
       events.sort((a, b) => (b.at || 0) - (a.at || 0));
       history.replaceChildren(...events.map(eventRow));
-      const keep = versions.find((v) => v.version === chosen) || versions.find((v) => v.serving) || versions[0];
+      const keep = (newest && versions[0]) || versions.find((v) => v.version === chosen)
+        || versions.find((v) => v.serving) || versions[0];
       showDetail(keep);
       return data;
     } catch (err) {
@@ -182,7 +183,7 @@ export function start(root) {
         jobProgress.value = 1;
         status(statusEl, outcome, s.status !== "finished");
         retrainBtn.disabled = !isAdmin;
-        await load();
+        await load({ newest: true });
         return;
       }
       await sleep(POLL_MS);
