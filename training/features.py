@@ -116,7 +116,7 @@ def normalise(content: str, max_chars: int = 20000) -> Normalised:
     if "<" in content:
         tags = _TAG_RE.findall(content)
         counts["html_tags"] = len(tags)
-        counts["html_links"] = sum(1 for _, name in tags if name.lower() == "a")
+        counts["html_links"] = sum(1 for close, name in tags if not close and name.lower() == "a")
         if tags:
             hrefs = _HREF_RE.findall(content)
             content = _TAG_RE.sub(" ", content)
@@ -152,15 +152,15 @@ _TLDS = ("com|net|org|info|biz|ru|de|uk|co|io|tv|cc|xyz|tk|ml|ga|cf|gq|top|club|
 _OBF_TLDS = "com|net|org|info|biz|ru|xyz|tk|online|site|club|top|shop|store|io|ly|gl|co\\.uk|uk|tv"
 _URL_RE = re.compile(
     r"(?:https?://|www\.)[^\s<>\"'()\[\]{}]+"
-    r"|\b(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+(?:" + _TLDS + r")\b(?:/[^\s<>\"']*)?"
+    r"|(?<![@\w.-])(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+(?:" + _TLDS + r")\b(?:/[^\s<>\"']*)?"
 )
 _OBFUSCATED_RE = re.compile(
     r"\b(?:www\s*(?:\s\.\s*|\.\s+|\(\s*(?:dot|\.)\s*\)|\[\s*(?:dot|\.)\s*\]|\s+dot\s+)\s*)?"
     r"([a-z0-9][a-z0-9-]{1,62})"
     r"\s*(?:\s\.\s*|\.\s+|\(\s*(?:dot|\.)\s*\)|\[\s*(?:dot|\.)\s*\]|\{\s*(?:dot|\.)\s*\}|\s+dot\s+|\s*\bd0t\b\s*)"
-    r"(" + _OBF_TLDS + r")\b"
+    r"\s*(" + _OBF_TLDS + r")\b"
 )
-_OBF_HINT_RE = re.compile(r"(?:\s\.|\.\s|\bdot\b|d0t|[(\[{]\s*\.)\s*[a-z]")
+_OBF_HINT_RE = re.compile(r"\s\.|\.\s|\bdot\b|d0t|[(\[{]\s*\.")
 _SPACED_WWW_RE = re.compile(r"\bw\s+w\s+w\b|\bh\s*t\s*t\s*p\s*s?\s*:\s*/\s*/")
 _SHORTENERS = frozenset(
     "bit.ly goo.gl tinyurl.com t.co ow.ly is.gd buff.ly adf.ly bit.do shorturl.at cutt.ly rebrand.ly tiny.cc "

@@ -1,0 +1,141 @@
+"""Features: disguises undone (Unicode, HTML, written-out links), named signals, and the two paths agreeing."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from training.features import (DEFAULT_CONFIG, FeatureConfig, Featurizer, extract, highlight_spans, normalise,
+                               signals)
+from training.schema import Comment
+
+
+def keys(text: str, **fields) -> set[str]:
+    comment = Comment(content=text, **fields)
+    return {s.key for s in signals(comment, normalise(text), DEFAULT_CONFIG)}
+
+
+def dense(ex) -> np.ndarray:
+    out = np.zeros(DEFAULT_CONFIG.n_features)
+    np.add.at(out, ex.indices, ex.values)
+    return out
+
+
+@pytest.mark.parametrize("text, domain", [
+    ("visit example dot com today", "example.com"),
+    ("go to www . cheapdeals . com now", "cheapdeals.com"),
+    ("see mysite (dot) net", "mysite.net"),
+    ("see mysite [.] org for more", "mysite.org"),
+    ("visit example  .  com", "example.com"),
+])
+def test_written_out_links_are_detected_with_their_domain(text, domain):
+    found = keys(text)
+    assert "obfuscated_link" in found
+    assert "domain:" + domain in found
+    assert "links:0" not in found
+
+
+def test_sentences_are_not_mistaken_for_links():
+    found = keys("I love this. Come on, it is great. In fact the best song.")
+    assert "obfuscated_link" not in found
+    assert "links:0" in found
+    assert not any(k.startswith("domain:") for k in found)
+
+
+def test_plain_links_shorteners_and_markup():
+    found = keys('Win now <a href="http://bit.ly/abc">here</a> and https://www.Example.org/x?y=1 &amp; more')
+    assert {"shortener", "domain:bit.ly", "domain:example.org", "links:2", "domains:2", "html_links:1",
+            "html_entities:1"} <= found
+    assert "html_tags:2" in found
+
+
+def test_unicode_folding_full_width_zero_width_homoglyphs_nfkc():
+    assert normalise("ＦＲＥＥ ｍｏｎｅｙ").text == "free money"
+    assert normalise("fr\u200bee mo\u200dney\u2060").text == "free money"
+    # Cyrillic а/е/о/р/с and Greek ο look like Latin letters.
+    assert normalise("\u0440\u0430ypal \u0441\u03bfupon").text == "paypal coupon"
+    assert normalise("ﬁnance ①").text == "finance 1"  # NFKC: ligature and circled digit
+    assert normalise("𝐟𝐫𝐞𝐞").text == "free"  # mathematical bold letters
+    found = keys("\u0440\u0430ypal fr\u200bee ＦＲＥＥ")
+    assert {"mixed_script", "zero_width", "styled_unicode"} <= found
+
+
+def test_disguised_text_gets_the_same_word_features_as_plain_text():
+    words_only = FeatureConfig(signals=())
+    plain = extract("free money", words_only)
+    tricked = extract("ＦＲ\u200bＥＥ m\u043eney", words_only)
+    assert np.allclose(dense(plain), dense(tricked))
+
+
+def test_trailing_byte_order_mark_is_not_a_trick():
+    assert "zero_width" not in keys("nice song\ufeff")
+    assert normalise("nice song\ufeff").text == "nice song"
+
+
+def test_html_entities_are_decoded_and_tags_removed():
+    n = normalise("it&#39;s <b>great</b> &lt;3 &amp; fun")
+    assert n.text == "it's great <3 & fun"
+    assert n.counts["html_tags"] == 2
+    assert n.counts["html_entities"] == 3
+
+
+def test_shape_and_contact_signals():
+    found = keys("CALL NOW!!! Win £500 cash, ring 0800 123 4567 or mail me@spam.biz")
+    assert {"phone_number", "money", "email_in_text", "repeated_chars:1", "caps_words:2"} <= found
+    assert "links:0" in found  # an email address is not a link
+    assert "capitals:>=60%" in keys("THIS IS ALL SHOUTING, buy now")
+    assert "phone_number" not in keys("see you at 10 tomorrow")
+
+
+def test_author_and_meta_signals():
+    found = keys("hello", author_url="https://www.Casino.example.com/x", author_email="a@Mail.RU",
+                 comment_type="trackback", honeypot=True, time_to_submit=0.4)
+    assert {"author_url", "author_url_domain:casino.example.com", "author_email_domain:mail.ru",
+            "comment_type:trackback", "honeypot_filled", "fast_submit"} <= found
+    assert "fast_submit" not in keys("hello", time_to_submit=12.0)
+
+
+def test_label_leaking_date_is_never_read():
+    a = extract(Comment(content="nice song", created_at="2014-01-01T00:00:00"))
+    b = extract(Comment(content="nice song"))
+    assert np.array_equal(dense(a), dense(b))
+
+
+def test_transformer_matches_extract_and_is_normalised_per_group():
+    texts = ["Check out my channel http://x.co/abc", "nice song", "", "a" * 50]
+    X = Featurizer().fit(texts).transform(texts)
+    assert X.shape == (4, DEFAULT_CONFIG.n_features)
+    for i, t in enumerate(texts):
+        assert np.allclose(X[i].toarray().ravel(), dense(extract(t)), atol=1e-15)
+
+
+def test_provenance_adds_up_to_the_features_and_names_words():
+    ex = extract("Subscribe to my channel, subscribe!", explain=True)
+    p = ex.provenance
+    again = np.zeros(DEFAULT_CONFIG.n_features)
+    np.add.at(again, p.indices, p.values)
+    assert np.allclose(again, dense(ex), atol=1e-14)
+    assert "word:subscribe" in p.names and "links:0" in p.names
+    assert p.words == ["subscribe", "to", "my", "channel", "subscribe"]
+
+
+def test_highlight_offsets_point_into_the_original_text():
+    content = "Hi <b>ＦＲＥＥ</b> m\u043eney &amp; more"
+    spans = highlight_spans(content, {"free": 1.5, "money": -0.5})
+    assert [content[s["start"]:s["end"]] for s in spans] == ["ＦＲＥＥ", "m\u043eney"]
+    assert [s["weight"] for s in spans] == [1.5, -0.5]
+
+
+def test_config_round_trip_and_validation():
+    cfg = FeatureConfig(n_features=2**18, char_ngrams=(3, 4), signals=("links",))
+    assert FeatureConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError):
+        FeatureConfig(n_features=1000)
+    with pytest.raises(ValueError):
+        FeatureConfig(signals=("nope",))
+    small = extract("hello world", cfg)
+    assert small.indices.max() < 2**18
+
+
+def test_huge_content_is_bounded():
+    ex = extract("spam " * 20000)
+    assert len(ex.indices) < 200000
