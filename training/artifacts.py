@@ -42,19 +42,21 @@ def _major_minor(version: str) -> tuple[str, ...]:
     return tuple(str(version).split(".")[:2])
 
 
-def dumps(model: Model, secret: str | bytes) -> tuple[bytes, dict[str, Any]]:
-    """The artifact bytes and their metadata (the model's meta plus format, sha256, hmac, size)."""
+def serialise(model: Model) -> tuple[bytes, dict[str, Any]]:
+    """Unsigned artifact bytes and their metadata (the model's meta plus format, size and sha256)."""
     buf = io.BytesIO()
     joblib.dump(model, buf, compress=3)
     data = buf.getvalue()
-    meta = dict(model.meta)
+    meta = {k: v for k, v in model.meta.items() if k not in ("hmac", "sha256", "size", "format")}
     meta["libraries"] = library_versions()
-    meta.update({
-        "format": FORMAT,
-        "size": len(data),
-        "sha256": hashlib.sha256(data).hexdigest(),
-        "hmac": sign(data, secret),
-    })
+    meta.update({"format": FORMAT, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()})
+    return data, meta
+
+
+def dumps(model: Model, secret: str | bytes) -> tuple[bytes, dict[str, Any]]:
+    """The artifact bytes and their metadata (the model's meta plus format, size, sha256 and hmac)."""
+    data, meta = serialise(model)
+    meta["hmac"] = sign(data, secret)
     return data, meta
 
 
@@ -87,10 +89,11 @@ def check_versions(meta: dict[str, Any]) -> None:
 def loads(data: bytes, meta: dict[str, Any], secret: str | bytes) -> Model:
     """Verify, then unpickle. The signature is checked before a single byte is unpickled."""
     verify(data, meta, secret)
-    return _unpickle(data, meta)
+    return unpickle_trusted(data, meta)
 
 
-def _unpickle(data: bytes, meta: dict[str, Any]) -> Model:
+def unpickle_trusted(data: bytes, meta: dict[str, Any]) -> Model:
+    """Unpickle bytes whose trust was established by the caller (signature or pinned hash already checked)."""
     model = joblib.load(io.BytesIO(data))
     if not isinstance(model, Model):
         raise ArtifactError(f"artifact holds a {type(model).__name__}, not a Winnow model")
@@ -102,7 +105,7 @@ def meta_path(path: str | os.PathLike) -> Path:
     return Path(path).with_suffix(".json")
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def write_atomic(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
     try:
@@ -118,8 +121,8 @@ def save(model: Model, path: str | os.PathLike, secret: str | bytes) -> dict[str
     """Write PATH (joblib) and PATH with a .json suffix (metadata); returns the metadata."""
     path = Path(path)
     data, meta = dumps(model, secret)
-    _write_atomic(path, data)
-    _write_atomic(meta_path(path), (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode())
+    write_atomic(path, data)
+    write_atomic(meta_path(path), (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode())
     return meta
 
 
