@@ -22,6 +22,8 @@ keepalive = 5
 timeout = 30
 graceful_timeout = 10
 preload_app = False
+# gunicorn's control socket defaults to one path per user, which several instances on a machine would fight over.
+control_socket_disable = True
 accesslog = None  # service/logs.py writes one JSON line per request instead
 errorlog = "-"
 loglevel = os.environ.get("WINNOW_LOG_LEVEL", "info")

@@ -1,24 +1,184 @@
-"""Per-key rate limits kept in Redis (flask-limiter), so every web process of a deployment shares one budget per key.
+"""Per-key rate limits shared through Redis (flask-limiter), so every web process of a deployment spends one budget.
 
-A refused request gets 429 with a JSON body and Retry-After (what Akismet clients honour too). The limiter must
-never turn a check into a 500: if Redis is unreachable it counts in process memory until Redis is back.
+A refused request gets 429 with Retry-After (what Akismet clients honour too) and a JSON body, or plain text on the
+Akismet face. Counting never waits for Redis: with `appendfsync always` every Redis write waits for a disk flush
+(milliseconds), so each process counts in memory and pushes its counts to Redis in the background every
+FLUSH_SECONDS, learning the other processes' counts in the same round trip. A key may overshoot its limit by what
+the deployment's processes accept in one flush interval. If Redis is down, counting goes on in memory and a check
+never turns into a 500.
 """
 from __future__ import annotations
 
+import dataclasses
+import logging
 import math
+import os
+import threading
 import time
 
+import redis
 from flask import Flask, Response, current_app, g, request
 from flask_limiter import Limiter, RateLimitExceeded
 from limits import parse_many
+from limits.storage import Storage
 
 from service.http import error_response
 from training.settings import Settings
 
+log = logging.getLogger("winnow.limits")
+
 # Operations routes stay reachable for probes and scrapers whatever a key has spent.
 EXEMPT_BLUEPRINTS = frozenset({"ops"})
 PLAIN_TEXT_BLUEPRINTS = frozenset({"akismet"})
-_STORAGE_TIMEOUT = 0.25  # seconds; a hung Redis must not hold a request longer than this before the fallback
+FLUSH_SECONDS = 0.05
+_STORAGE_TIMEOUT = 0.5  # seconds; only the background flush ever waits on it
+_KEY_PREFIX = "LIMITS"  # see training/rediskeys.py: the limiter's keys share the app's database
+
+# Add this process's hits to the shared window; start the window's clock on its first hit; answer the shared
+# count and the time left in the window.
+_FLUSH_SCRIPT = """
+local n = redis.call('INCRBY', KEYS[1], ARGV[2])
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl < 0 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+  ttl = tonumber(ARGV[1])
+end
+return {n, ttl}
+"""
+
+
+@dataclasses.dataclass
+class _Window:
+    expires_at: float  # wall-clock seconds
+    known: int = 0  # the shared count as of the last flush (including this process's flushed hits)
+    pending: int = 0  # this process's hits not yet in Redis
+
+
+class SharedCounterStorage(Storage):
+    """Fixed-window counters counted in process and summed in Redis in the background (`winnow+redis://...`)."""
+
+    STORAGE_SCHEME = ["winnow+redis", "winnow+rediss", "winnow+unix"]
+
+    def __init__(self, uri: str, wrap_exceptions: bool = False, flush_seconds: float = FLUSH_SECONDS,
+                 **options) -> None:
+        super().__init__(uri, wrap_exceptions=wrap_exceptions)
+        self.redis = redis.Redis.from_url(uri.split("+", 1)[1], **options)
+        self._script = self.redis.register_script(_FLUSH_SCRIPT)
+        self.flush_seconds = flush_seconds
+        self._windows: dict[str, _Window] = {}
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._pid = os.getpid()
+
+    @property
+    def base_exceptions(self) -> type[Exception]:
+        return redis.RedisError
+
+    # ---- the limits.Storage interface (fixed window) ----------------------------------------------------------
+    def incr(self, key: str, expiry: int, amount: int = 1) -> int:
+        self._ensure_flusher()
+        now = time.time()
+        with self._lock:
+            window = self._windows.get(key)
+            if window is None or now >= window.expires_at:
+                window = self._windows[key] = _Window(expires_at=now + expiry)
+            window.pending += amount
+            return window.known + window.pending
+
+    def get(self, key: str) -> int:
+        window = self._windows.get(key)
+        if window is None or time.time() >= window.expires_at:
+            return 0
+        return window.known + window.pending
+
+    def get_expiry(self, key: str) -> float:
+        window = self._windows.get(key)
+        return window.expires_at if window is not None else time.time()
+
+    def check(self) -> bool:
+        try:
+            return bool(self.redis.ping())
+        except redis.RedisError:
+            return False
+
+    def reset(self) -> int | None:
+        with self._lock:
+            self._windows.clear()
+        keys = list(self.redis.scan_iter(match=f"{_KEY_PREFIX}:*", count=1000))
+        if keys:
+            self.redis.delete(*keys)
+        return len(keys)
+
+    def clear(self, key: str) -> None:
+        with self._lock:
+            self._windows.pop(key, None)
+        self.redis.delete(self._redis_key(key))
+
+    # ---- background flush ---------------------------------------------------------------------------------------
+    def flush(self) -> None:
+        """Push pending hits to Redis and learn every live window's shared count; on a Redis error hits stay pending."""
+        now = time.time()
+        with self._lock:
+            for key in [k for k, w in self._windows.items() if now >= w.expires_at]:
+                del self._windows[key]
+            batch = [(key, window, window.pending) for key, window in self._windows.items()]
+            for _, window, _ in batch:
+                window.pending = 0
+        if not batch:
+            return
+        try:
+            with self.redis.pipeline(transaction=False) as pipe:
+                for key, window, pending in batch:
+                    if pending:
+                        ttl_ms = max(1, int((window.expires_at - now) * 1000))
+                        self._script(keys=[self._redis_key(key)], args=[ttl_ms, pending], client=pipe)
+                    else:  # only reading: what the other processes spent since the last flush
+                        pipe.get(self._redis_key(key))
+                answers = pipe.execute()
+        except redis.RedisError:
+            with self._lock:
+                for _, window, pending in batch:
+                    window.pending += pending
+            raise
+        after = time.time()
+        with self._lock:
+            for (key, window, pending), answer in zip(batch, answers):
+                if self._windows.get(key) is not window:
+                    continue
+                if pending:
+                    shared, ttl_ms = answer
+                    window.known = int(shared)
+                    window.expires_at = after + int(ttl_ms) / 1000.0
+                elif answer is not None:
+                    window.known = max(window.known, int(answer))
+
+    def _redis_key(self, key: str) -> str:
+        return f"{_KEY_PREFIX}:{key}"
+
+    def _ensure_flusher(self) -> None:
+        if self._thread is not None and self._pid == os.getpid():
+            return
+        with self._lock:
+            if self._thread is not None and self._pid == os.getpid():
+                return
+            if self._pid != os.getpid():  # forked: the parent's counts and thread are not ours
+                self._windows.clear()
+                self._pid = os.getpid()
+            self._thread = threading.Thread(target=self._run, name="winnow-rate-limit-flush", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        backoff = self.flush_seconds
+        while True:
+            time.sleep(backoff)
+            try:
+                self.flush()
+                backoff = self.flush_seconds
+            except redis.RedisError:
+                backoff = min(2.0, backoff * 2)  # Redis is down: keep counting in memory, retry gently
+            except Exception:  # the counter thread must outlive any surprise, or counts would stop being shared
+                log.exception("rate-limit flush failed")
+                backoff = min(2.0, backoff * 2)
 
 
 def rate_key() -> str:
@@ -46,7 +206,7 @@ def _retry_after(limiter: Limiter, exc: RateLimitExceeded) -> int:
     current = limiter.current_limit
     try:
         if current is not None:
-            return max(1, math.ceil(current.reset_at - time.time()))
+            return max(1, math.ceil(limiter.storage.get_expiry(current.key) - time.time()))
     except Exception:  # the store went away between the hit and this question
         pass
     return max(1, int(exc.limit.limit.get_expiry()))
@@ -67,10 +227,10 @@ def build_limiter(settings: Settings) -> Limiter:
     return Limiter(
         key_func=rate_key,
         application_limits=[settings.rate_limit],  # one budget per key across every route
-        storage_uri=settings.redis_url,
+        storage_uri="winnow+" + settings.redis_url,
         storage_options={"socket_timeout": _STORAGE_TIMEOUT, "socket_connect_timeout": _STORAGE_TIMEOUT},
-        strategy="fixed-window",  # one Redis round trip per request
-        headers_enabled=False,  # X-RateLimit-* would cost a second round trip on every request
+        strategy="fixed-window",
+        headers_enabled=False,  # X-RateLimit-* on every answer would be noise; a 429 says Retry-After
         in_memory_fallback_enabled=True,
         swallow_errors=True,
     )

@@ -1,0 +1,302 @@
+"""Operations: probes, metrics across gunicorn workers, the OpenAPI document, request ids and logs, rate limits."""
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+import redis
+from flask import Flask
+
+from service import limits, openapi
+from service.app import create_app
+from tests.service_support import free_port, small_model
+from training.apikeys import KeyStore
+from training.registry import ServingModel
+from training.schema import Comment
+from training.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+OPS_DB = 5
+SITE = "https://ops.example.org"
+SPAM = {"content": "Buy cheap pills now http://pills.example.com", "author": "x", "user_ip": "192.0.2.1"}
+
+
+def ops_redis_url() -> str:
+    base = os.environ.get("WINNOW_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+    return re.sub(r"/\d+$", "", base) + f"/{OPS_DB}"
+
+
+def dead_redis_url() -> str:
+    return f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+
+
+@pytest.fixture()
+def r():
+    client = redis.Redis.from_url(ops_redis_url())
+    client.flushdb()
+    yield client
+    client.flushdb()
+    client.close()
+
+
+def make_app(tmp_path, url: str, *, model=True, rate_limit="600/minute") -> Flask:
+    settings = Settings.from_env({}, redis_url=url, data_dir=tmp_path, secret_key="t" * 64, rate_limit=rate_limit)
+    client = redis.Redis.from_url(url, socket_connect_timeout=0.2, socket_timeout=0.5)
+    serving = ServingModel.fixed(small_model() if model else None, "v-test")
+    return create_app(settings, redis_client=client, serving=serving)
+
+
+class LogLines(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.lines: list[dict] = []
+
+    def emit(self, record):
+        self.lines.append(json.loads(self.format(record)))
+
+
+@pytest.fixture()
+def request_log():
+    from service import logs
+
+    handler = LogLines()
+    handler.setFormatter(logs._JsonLines())
+    logs.logger.addHandler(handler)
+    yield handler.lines
+    logs.logger.removeHandler(handler)
+
+
+# ---- probes ----------------------------------------------------------------------------------------------------
+def test_healthz_answers_without_redis(tmp_path):
+    client = make_app(tmp_path, dead_redis_url()).test_client()
+    resp = client.get("/healthz")
+    assert resp.status_code == 200 and resp.get_json() == {"alive": True}
+    assert client.get("/ping").data == b"pong"
+
+
+def test_readyz_ready_with_redis_and_a_model(tmp_path, r):
+    resp = make_app(tmp_path, ops_redis_url()).test_client().get("/readyz")
+    assert resp.status_code == 200
+    body = resp.get_json()
+    assert body["ready"] is True and body["checks"]["model"]["version"] == "v-test"
+
+
+def test_readyz_says_which_check_failed(tmp_path, r):
+    resp = make_app(tmp_path, dead_redis_url()).test_client().get("/readyz")
+    assert resp.status_code == 503
+    body = resp.get_json()
+    assert body["ready"] is False and body["failed"] == ["redis"] and body["checks"]["model"]["ok"] is True
+
+    resp = make_app(tmp_path, ops_redis_url(), model=False).test_client().get("/readyz")
+    assert resp.status_code == 503 and resp.get_json()["failed"] == ["model"]
+
+
+# ---- request ids and logs --------------------------------------------------------------------------------------
+def test_request_id_is_echoed_and_logged_without_content_or_key(tmp_path, r, request_log):
+    app = make_app(tmp_path, ops_redis_url())
+    key, record = KeyStore(r).create(SITE, "site")
+    resp = app.test_client().post("/api/v1/check", json=SPAM, headers={
+        "Authorization": f"Bearer {key}", "X-Request-ID": "req-42.a"})
+    assert resp.status_code == 200
+    assert resp.headers["X-Request-ID"] == "req-42.a"
+    (line,) = [ln for ln in request_log if ln.get("request_id") == "req-42.a"]
+    assert line["method"] == "POST" and line["path"] == "/api/v1/check" and line["route"] == "/api/v1/check"
+    assert line["status"] == 200 and line["duration_ms"] >= 0 and line["key_id"] == record.id
+    raw = json.dumps(request_log)
+    assert key not in raw and "pills" not in raw
+
+
+def test_unsafe_request_id_is_replaced_and_refusals_are_logged_too(tmp_path, r, request_log):
+    client = make_app(tmp_path, ops_redis_url()).test_client()
+    resp = client.post("/api/v1/check", json=SPAM, headers={"X-Request-ID": 'evil" {"status":200}' + "x" * 200})
+    assert resp.status_code == 401
+    rid = resp.headers["X-Request-ID"]
+    assert re.fullmatch(r"[0-9a-f]{32}", rid)
+    assert [ln["status"] for ln in request_log if ln["request_id"] == rid] == [401]
+
+
+# ---- OpenAPI -----------------------------------------------------------------------------------------------------
+def test_openapi_describes_every_api_route_with_its_roles(tmp_path):
+    app = make_app(tmp_path, dead_redis_url())
+    doc = app.test_client().get("/api/v1/openapi.json").get_json()
+    assert doc["openapi"].startswith("3.") and "bearerAuth" in doc["components"]["securitySchemes"]
+    served = set()
+    for rule in app.url_map.iter_rules():
+        if not rule.rule.startswith("/api/v1"):
+            continue
+        path = openapi.openapi_path(rule.rule)
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+            served.add((path, method.lower()))
+            assert path in doc["paths"], f"{rule.rule} is not in the OpenAPI document"
+            op = doc["paths"][path].get(method.lower())
+            assert op is not None, f"{method} {rule.rule} is not in the OpenAPI document"
+            required = getattr(app.view_functions[rule.endpoint], "required_roles", None)
+            if required is not None:
+                assert set(op[openapi.ROLES_KEY]) | {"admin"} == set(required), f"roles of {method} {rule.rule}"
+    documented = {(p, m) for p, ops in doc["paths"].items() if p.startswith("/api/v1") for m in ops}
+    assert documented == served, f"documented but not served: {documented - served}"
+
+
+def test_openapi_comment_schema_matches_the_comment_dataclass():
+    import dataclasses
+
+    props = openapi.document()["components"]["schemas"]["Comment"]["properties"]
+    assert set(props) == {f.name for f in dataclasses.fields(Comment)}
+
+
+# ---- rate limits -----------------------------------------------------------------------------------------------
+def test_rate_limit_is_per_key_and_answers_429_with_retry_after(tmp_path, r):
+    client = make_app(tmp_path, ops_redis_url(), rate_limit="3/minute").test_client()
+    store = KeyStore(r)
+    first, _ = store.create(SITE, "site")
+    second, _ = store.create("https://other.example.org", "site")
+    answers = [client.post("/api/v1/check", json=SPAM, headers={"Authorization": f"Bearer {first}"})
+               for _ in range(4)]
+    assert [a.status_code for a in answers] == [200, 200, 200, 429]
+    refused = answers[-1]
+    assert 1 <= int(refused.headers["Retry-After"]) <= 60
+    assert refused.get_json()["error"]["code"] == "rate_limited"
+    ok = client.post("/api/v1/check", json=SPAM, headers={"Authorization": f"Bearer {second}"})
+    assert ok.status_code == 200
+    assert client.get("/healthz").status_code == 200  # probes are never limited
+
+
+def test_akismet_face_is_limited_in_plain_text(tmp_path, r):
+    client = make_app(tmp_path, ops_redis_url(), rate_limit="2/minute").test_client()
+    key, _ = KeyStore(r).create(SITE, "site")
+    answers = [client.post("/1.1/verify-key", data={"api_key": key, "blog": SITE}) for _ in range(3)]
+    assert [a.status_code for a in answers] == [200, 200, 429]
+    assert answers[-1].mimetype == "text/plain" and int(answers[-1].headers["Retry-After"]) >= 1
+
+
+def test_limiter_keeps_counting_in_memory_when_redis_is_down():
+    app = Flask(__name__)
+    limits.init_app(app, Settings(redis_url=dead_redis_url(), rate_limit="2/minute", secret_key="x"))
+    app.get("/thing")(lambda: "ok")
+    client = app.test_client()
+    assert [client.get("/thing").status_code for _ in range(3)] == [200, 200, 429]
+
+
+def test_counts_are_shared_between_processes_through_redis(r):
+    url = "winnow+" + ops_redis_url()
+    one, two = limits.SharedCounterStorage(url), limits.SharedCounterStorage(url)
+    assert [one.incr("k", 60) for _ in range(3)] == [1, 2, 3]
+    assert two.incr("k", 60) == 1
+    one.flush()
+    two.flush()
+    assert two.get("k") == 4  # learnt the other process's three hits
+    one.flush()
+    assert one.incr("k", 60) == 5
+    assert 55 <= one.get_expiry("k") - time.time() <= 60
+
+
+def test_unflushed_hits_survive_a_redis_outage():
+    storage = limits.SharedCounterStorage("winnow+" + dead_redis_url(), socket_connect_timeout=0.2)
+    assert storage.incr("k", 60, amount=2) == 2
+    with pytest.raises(redis.ConnectionError):
+        storage.flush()
+    assert storage.get("k") == 2 and storage.incr("k", 60) == 3
+
+
+# ---- metrics across gunicorn workers ---------------------------------------------------------------------------
+def gunicorn_app() -> Flask:
+    """The app gunicorn serves in the metrics test: the real factory, with a small fixed model."""
+    settings = Settings.from_env()
+    return create_app(settings, serving=ServingModel.fixed(small_model(), "v-gunicorn"))
+
+
+def _get(url: str, *, body: dict | None = None, headers: dict | None = None) -> tuple[int, bytes]:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def _sample(text: str, name: str, **labels: str) -> float:
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        if all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_metrics_add_up_across_two_gunicorn_workers(tmp_path, r):
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    metrics_dir = tmp_path / "prom"
+    key, _ = KeyStore(r).create(SITE, "site")
+    env = dict(os.environ, REDIS_URL=ops_redis_url(), WINNOW_BIND=f"127.0.0.1:{port}", WINNOW_WEB_WORKERS="2",
+               WINNOW_WEB_WORKER_CLASS="sync", WINNOW_DATA_DIR=str(tmp_path), WINNOW_SECRET_KEY="s" * 64,
+               PROMETHEUS_MULTIPROC_DIR=str(metrics_dir), PYTHONPATH=str(ROOT))
+    metrics_dir.mkdir()
+    (metrics_dir / "counter_999999.db").write_bytes(b"stale")  # a previous run's file must be cleared at start
+    log = open(tmp_path / "gunicorn.log", "wb")
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "gunicorn"), "--config", "service/gunicorn_conf.py",
+                             "tests.test_ops:gunicorn_app()"], cwd=ROOT, env=env, stdout=log, stderr=log)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, (tmp_path / "gunicorn.log").read_text()[-3000:]
+            try:
+                if _get(base + "/readyz")[0] == 200:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "gunicorn did not become ready"
+            time.sleep(0.2)
+        assert not (metrics_dir / "counter_999999.db").exists()
+
+        def serving_pids() -> set[str]:
+            return {re.search(r"_(\d+)\.db$", p.name).group(1) for p in metrics_dir.glob("histogram_*.db")}
+
+        # Both workers must be up and answering before counting: probe concurrently until each has answered.
+        probes = 0
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            while len(serving_pids()) < 2:
+                assert time.monotonic() < deadline, f"only {serving_pids()} answered"
+                list(pool.map(lambda _: _get(base + "/healthz"), range(16)))
+                probes += 16
+
+        pings, checks = 120, 40
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            got = list(pool.map(lambda _: _get(base + "/ping")[0], range(pings)))
+            got += list(pool.map(lambda _: _get(base + "/api/v1/check", body=SPAM,
+                                                headers={"Authorization": f"Bearer {key}"})[0], range(checks)))
+        assert got == [200] * (pings + checks)
+        assert len(serving_pids()) == 2
+
+        status, text = _get(base + "/metrics")
+        text = text.decode()
+        assert status == 200
+        assert _sample(text, "winnow_http_request_duration_seconds_count", route="/ping", method="GET",
+                       status="200") == pings
+        assert _sample(text, "winnow_http_request_duration_seconds_count", route="/api/v1/check", method="POST",
+                       status="200") == checks
+        assert _sample(text, "winnow_verdicts_total", source="api") == checks
+        # The probes were answered by both workers (that is how the loop above ended), so this total spans both.
+        assert _sample(text, "winnow_http_request_duration_seconds_count", route="/healthz") == probes
+        assert _sample(text, "winnow_model_info", version="v-gunicorn") == 1
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
