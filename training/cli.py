@@ -192,8 +192,11 @@ def cmd_train(args) -> int:
                   file=sys.stderr)
     print(f"training on {len(records)} comments (spam {counts['spam']}, ham {counts['ham']}) ...",
           file=sys.stderr, flush=True)
-    model = _train([r.comment for r in records], [r.label for r in records], [r.source for r in records],
-                   c=args.c, hash_bits=args.hash_bits)
+    try:
+        model = _train([r.comment for r in records], [r.label for r in records], [r.source for r in records],
+                       c=args.c, hash_bits=args.hash_bits)
+    except ValueError as exc:  # the model's own refusal of the data (too few examples of a class)
+        raise CommandError(str(exc)) from None
     if held_out is not None:
         figures = _metrics([r.label for r in held_out], _scores(model, [r.comment for r in held_out]))
         model.meta["metrics"] = {**figures, "data": [str(p) for p in args.eval]}
