@@ -95,20 +95,23 @@ class EmbeddedRedis:
         ]
 
     def start(self, timeout: float = 10.0) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # comments and key digests live here
         self._stop_leftover()
         if not port_is_free(self.port, self.host):
             self.port = free_port(self.host)
-        # A session of its own: the terminal's Ctrl-C goes to the launcher, which stops Redis last, not first.
-        self.process = subprocess.Popen(self.command(redis_server_binary()), stdin=subprocess.DEVNULL,
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+        # Errors before redis-server opens its log file (a bad option, say) go to stderr; keep them readable.
+        errors = self.data_dir / "redis-server.err"
+        with open(errors, "wb") as err:
+            # A session of its own: the terminal's Ctrl-C goes to the launcher, which stops Redis last, not first.
+            self.process = subprocess.Popen(self.command(redis_server_binary()), stdin=subprocess.DEVNULL,
+                                            stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
         client = redis.Redis(host=self.host, port=self.port, socket_timeout=1, socket_connect_timeout=1)
         deadline = time.monotonic() + timeout
         try:
             while True:
                 if self.process.poll() is not None:
-                    err = self.process.stderr.read().decode(errors="replace") if self.process.stderr else ""
-                    raise LaunchError(f"redis-server exited with {self.process.returncode}: {err.strip()} "
+                    said = errors.read_text(errors="replace").strip()
+                    raise LaunchError(f"redis-server exited with {self.process.returncode}: {said} "
                                       f"(see {self.data_dir / 'redis.log'})")
                 try:
                     if client.ping():
