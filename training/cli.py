@@ -13,6 +13,7 @@ import argparse
 import importlib
 import json
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Any, Iterable, Sequence, TextIO
@@ -59,8 +60,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"winnow {args.command}: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # `winnow score ... | head` closed the pipe: not an error worth a traceback
-        sys.stderr.close()
+    except BrokenPipeError:
+        # `winnow score ... | head` closed the pipe: no traceback, and no second one when Python flushes at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
 
 
