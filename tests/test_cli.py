@@ -302,6 +302,17 @@ def test_starter_path_goes_through_load_starter(trained, capsys, monkeypatch):
     assert len(calls) == 2
 
 
+def test_shipped_starter_scores(capsys, monkeypatch):
+    if not (ROOT / "models" / "starter.joblib").exists():
+        pytest.skip("models/starter.joblib is not built yet (make starter-model)")
+    code, out, err = run(["score", "--model", "starter", "--reasons", "2"], capsys,
+                         '{"content": "Check out my channel and subscribe http://bit.ly/abc"}\n'
+                         '{"content": "This song reminds me of summer 2012"}\n', monkeypatch)
+    assert code == 0, err
+    spammy, fine = (json.loads(line) for line in out.splitlines())
+    assert spammy["score"] > fine["score"]
+
+
 # --- the registry of subcommands -----------------------------------------------------------------------------
 
 
