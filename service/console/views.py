@@ -1,6 +1,8 @@
 """Console routes: sign-in and sign-out, the four page shells, and the few JSON views the API has no call for."""
 from __future__ import annotations
 
+import hmac
+
 from flask import Blueprint, abort, redirect, render_template, request, session, url_for
 
 from service import auth
@@ -96,8 +98,6 @@ def page(name: str):
 
 
 def _same(expected: str, presented: str | None) -> bool:
-    import hmac
-
     return isinstance(presented, str) and hmac.compare_digest(expected.encode(), presented.encode())
 
 

@@ -103,10 +103,6 @@ class LiveWinnow:
         client = connect(self.settings)
         serving = ServingModel(client, self.settings, load_starter=first_model).start()
         self.app = create_app(self.settings, redis_client=client, serving=serving)
-        if "models_api" not in self.app.blueprints:
-            from service import models_api
-
-            self.app.register_blueprint(models_api.blueprint)
         port = free_port()
         self._server = make_server("127.0.0.1", port, self.app, threaded=True)
         threading.Thread(target=self._server.serve_forever, name="live-winnow", daemon=True).start()

@@ -68,8 +68,10 @@ export function commentCard(item, { selectable = false, extra = null, actions = 
     c.comment_type && c.comment_type !== "comment" ? h("span", { class: "muted" }, untrusted(c.comment_type)) : null,
   );
   card.append(meta);
-  card.append(h("div", { class: "score", title: "calibrated spam probability" },
-    badge(verdict), " ", h("span", { class: "num" }, fmtScore(item.score))));
+  if (verdict || typeof item.score === "number") {
+    card.append(h("div", { class: "score", title: "the model's verdict and calibrated spam probability" },
+      badge(verdict), " ", h("span", { class: "num" }, fmtScore(item.score))));
+  }
   const content = h("div", { class: "content" });
   renderContent(content, c.content || "", item.segments);
   card.append(content);

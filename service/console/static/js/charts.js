@@ -5,10 +5,13 @@ import { svg, visibleText } from "./dom.js";
 const COLORS = { spam: "#b3261e", ham: "#1e7b34", unsure: "#9a6700", accent: "#2f5fd0", grey: "#8a93a3" };
 export { COLORS };
 
+const TICKS = 5;
+
+// A round axis top whose fifths are whole numbers for counts (5, 10, 20, 50, 100, ...).
 function niceMax(v) {
-  if (!(v > 0)) return 1;
+  if (!(v > TICKS)) return TICKS;
   const p = 10 ** Math.floor(Math.log10(v));
-  for (const m of [1, 2, 2.5, 5, 10]) if (m * p >= v) return m * p;
+  for (const m of [1, 2, 5, 10]) if (m * p >= v) return m * p;
   return 10 * p;
 }
 
@@ -24,17 +27,19 @@ function frame(width, height, title, desc) {
 }
 
 function yAxis(root, box, max, fmt) {
-  for (let i = 0; i <= 4; i++) {
-    const v = (max * i) / 4;
-    const y = box.y + box.h - (box.h * i) / 4;
+  for (let i = 0; i <= TICKS; i++) {
+    const v = (max * i) / TICKS;
+    const y = box.y + box.h - (box.h * i) / TICKS;
     root.append(svg("line", { x1: box.x, x2: box.x + box.w, y1: y, y2: y, class: i ? "grid" : "axis" }));
     root.append(svg("text", { x: box.x - 6, y: y + 4, "text-anchor": "end" }, fmt(v)));
   }
 }
 
 function xTicks(root, box, labels, step) {
+  const last = labels.length - 1;
   labels.forEach((label, i) => {
-    if (i % step && i !== labels.length - 1) return;
+    // Every step-th day, and the last day unless it would sit on top of the previous tick.
+    if (i === last ? last % step !== 0 && last % step < step / 2 : i % step) return;
     const x = box.x + (box.w * (i + 0.5)) / labels.length;
     root.append(svg("text", { x, y: box.y + box.h + 14, "text-anchor": "middle" }, label));
   });
@@ -119,9 +124,9 @@ function legend(root, series, width) {
   let x = width - 12;
   for (const s of [...series].reverse()) {
     const label = svg("text", { x, y: 16, "text-anchor": "end" }, s.name);
-    x -= s.name.length * 6.2 + 6;
+    x -= s.name.length * 7 + 6;
     root.append(label, svg("rect", { x: x - 10, y: 7, width: 10, height: 10, fill: s.color }));
-    x -= 22;
+    x -= 26;
   }
 }
 

@@ -43,8 +43,8 @@ export function start(root) {
       r.hamBtn = h("button", { type: "button", class: "ham", onclick: () => relabel(r, "ham") }, "Relabel ham");
       r.auditBtn = h("button", { type: "button", onclick: () => showAudit(r) }, "History");
       r.auditEl = h("ol", { class: "reasons audit", hidden: true });
-      // The card shows the label's own verdict/score (what the model said when it was checked).
-      r.card = commentCard({ ...item, verdict: item.verdict || item.label }, {
+      // The badge is what the model said when the comment was checked (absent for comments never checked).
+      r.card = commentCard(item, {
         actions: [r.labelEl, r.byEl, r.spamBtn, r.hamBtn, r.auditBtn], extra: r.auditEl,
       });
       r.card.addEventListener("click", (ev) => {

@@ -181,7 +181,7 @@ export function start(root) {
           : `retrain ${jobId} ${s.status}: ${s.error || ""}`;
         jobStatus.textContent = outcome;
         jobProgress.value = 1;
-        status(statusEl, outcome, s.status !== "finished");
+        status(statusEl, s.status === "finished" ? "" : outcome, s.status !== "finished");
         retrainBtn.disabled = !isAdmin;
         await load({ newest: true });
         return;
