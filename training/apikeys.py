@@ -120,7 +120,8 @@ class KeyStore:
         """The live record for a presented key, or None when unknown or revoked."""
         if not plain or len(plain) > _MAX_PRESENTED:
             return None
-        return self._cached("d:" + digest(plain), lambda d=digest(plain): self._by_digest(d))
+        key_digest = digest(plain)
+        return self._cached("d:" + key_digest, lambda: self._by_digest(key_digest))
 
     def get(self, key_id: str) -> KeyRecord | None:
         """The live record for a public key id (how a console session refers to its key), or None."""

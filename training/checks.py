@@ -97,6 +97,16 @@ def queue_keys(site: str, verdict: str) -> list[str]:
     return [rediskeys.QUEUE.format(verdict=v, site=s) for s in (site, ALL_SITES) for v in ("all", verdict)]
 
 
+def enqueue(pipe, record: CheckRecord) -> None:
+    """Put a check in the moderation queue (inside the caller's pipeline) unless it is a test or trusted check."""
+    if not record.queued:
+        return
+    rank = uncertainty(record.score)
+    for qkey in queue_keys(record.site, record.verdict):
+        pipe.zadd(qkey, {record.id: rank})
+    pipe.zadd(rediskeys.QUEUE_BY_TIME, {record.id: record.created_at})
+
+
 class CheckStore:
     def __init__(self, client: redis.Redis, *, retention_days: int = 30):
         self.redis = client
@@ -111,11 +121,7 @@ class CheckStore:
             pipe.hset(key, mapping=r.to_hash())
             pipe.expire(key, self.retention_seconds)
             activity.count_check(pipe, site=r.site, verdict=r.verdict, created_at=r.created_at)
-            if r.queued:
-                rank = uncertainty(r.score)
-                for qkey in queue_keys(r.site, r.verdict):
-                    pipe.zadd(qkey, {r.id: rank})
-                pipe.zadd(rediskeys.QUEUE_BY_TIME, {r.id: r.created_at})
+            enqueue(pipe, r)
             n += 1
         if n:
             pipe.execute()
@@ -173,14 +179,17 @@ class WriteBehind:
     """A bounded in-memory buffer of check records and a daemon thread that pipelines them into Redis.
 
     The thread starts lazily in the process that first submits, so a gunicorn worker forked after the app was
-    built still gets its own writer. On a Redis error the batch goes back to the front and is retried with backoff.
+    built still gets its own writer. It wakes every `interval` seconds (or when a full batch is waiting) rather
+    than per check, so a busy worker writes in batches and an idle one costs nothing. On a Redis error the batch
+    goes back to the front and is retried with backoff.
     """
 
-    def __init__(self, store: CheckStore, *, max_items: int = 10000, batch_size: int = 500,
+    def __init__(self, store: CheckStore, *, max_items: int = 10000, batch_size: int = 500, interval: float = 0.05,
                  on_drop: Callable[[int], None] | None = None, on_size: Callable[[int], None] | None = None):
         self.store = store
         self.max_items = max_items
         self.batch_size = batch_size
+        self.interval = interval
         self.on_drop = on_drop or (lambda n: None)
         self.on_size = on_size or (lambda n: None)
         self.dropped = 0
@@ -202,7 +211,8 @@ class WriteBehind:
             else:
                 self._buffer.append(record)
                 self._pending[record.id] = record
-                self._cond.notify()
+                if len(self._buffer) >= self.batch_size:
+                    self._cond.notify()
                 dropped = False
         if dropped:
             self.on_drop(1)
@@ -255,8 +265,8 @@ class WriteBehind:
         last_trim = 0.0
         while True:
             with self._cond:
-                if not self._buffer and not self._stopping:
-                    self._cond.wait(1.0)
+                if len(self._buffer) < self.batch_size and not self._stopping:
+                    self._cond.wait(self.interval)
                 if self._stopping and not self._buffer:
                     return
                 batch = [self._buffer.popleft() for _ in range(min(self.batch_size, len(self._buffer)))]
