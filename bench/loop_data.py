@@ -40,6 +40,21 @@ def campaign(n: int, seed: int = 0, start: int = 0) -> Iterator[tuple[Comment, s
         yield Comment(content=f"{text} #{i}", author=who, author_email=f"{who}@example.org"), label
 
 
+LINK_SPAM = ["Buy cheap pills now at {u}", "Click {u} to win a free phone", "Earn money fast from home {u}",
+             "Free followers for your channel {u}", "Cheap watches and bags, visit {u}", "Hot singles near you {u}"]
+
+
+def generic(n: int, seed: int = 0) -> Iterator[tuple[Comment, str]]:
+    """Everyday ham and the link spam every filter knows: what a model knows before a site teaches it anything."""
+    rng = random.Random(seed)
+    for i in range(n):
+        if i % 2:
+            url = f"http://{rng.choice(['deal', 'win', 'promo', 'cash'])}{rng.randrange(1000)}.example.com"
+            yield Comment(content=rng.choice(LINK_SPAM).format(u=url)), "spam"
+        else:
+            yield Comment(content=f"{rng.choice(OPENERS)} {rng.choice(TOPICS)}, {rng.choice(CLOSERS)}"), "ham"
+
+
 def corpus_texts(datasets: Path) -> list[tuple[str, str]]:
     """(text, label) from the shared corpora, without fields that leak the label."""
     out: list[tuple[str, str]] = []

@@ -357,6 +357,8 @@ class ServingModel:
             self._swap_to(version)
         except (redis_lib.RedisError, RegistryError) as exc:
             log.error("model registry unavailable at start (%s); serving the starter model until it answers", exc)
+        except Exception:  # a missing or broken starter must not keep the web process from starting
+            log.exception("could not seed the empty model registry; waiting for a published version")
         if self._state[1] is None:
             self._serve_starter_directly()
         self._start_thread()
