@@ -23,6 +23,7 @@ from limits import parse_many
 from limits.storage import Storage
 
 from service.http import error_response
+from training import rediskeys
 from training.settings import Settings
 
 log = logging.getLogger("winnow.limits")
@@ -32,7 +33,6 @@ EXEMPT_BLUEPRINTS = frozenset({"ops"})
 PLAIN_TEXT_BLUEPRINTS = frozenset({"akismet"})
 FLUSH_SECONDS = 0.05
 _STORAGE_TIMEOUT = 0.5  # seconds; only the background flush ever waits on it
-_KEY_PREFIX = "LIMITS"  # see training/rediskeys.py: the limiter's keys share the app's database
 
 # Add this process's hits to the shared window; start the window's clock on its first hit; answer the shared
 # count and the time left in the window.
@@ -104,7 +104,7 @@ class SharedCounterStorage(Storage):
     def reset(self) -> int | None:
         with self._lock:
             self._windows.clear()
-        keys = list(self.redis.scan_iter(match=f"{_KEY_PREFIX}:*", count=1000))
+        keys = list(self.redis.scan_iter(match=rediskeys.RATE_LIMIT.format(window="*"), count=1000))
         if keys:
             self.redis.delete(*keys)
         return len(keys)
@@ -153,7 +153,7 @@ class SharedCounterStorage(Storage):
                     window.known = max(window.known, int(answer))
 
     def _redis_key(self, key: str) -> str:
-        return f"{_KEY_PREFIX}:{key}"
+        return rediskeys.RATE_LIMIT.format(window=key)
 
     def _ensure_flusher(self) -> None:
         if self._thread is not None and self._pid == os.getpid():
