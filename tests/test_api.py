@@ -105,6 +105,8 @@ def test_batch_checks_and_refuses_bad_items_naming_them(api):
     (b'{"content": "x", "colour": "red"}', "invalid", "colour"),
     (b'{"content": "x", "user_ip": "999.1.1.1"}', "invalid", "user_ip"),
     (b'{"content": "x", "is_test": "yes"}', "invalid", "is_test"),
+    (b'{"content": "\\ud800 lone surrogate"}', "invalid", "content"),
+    (b'{"content": "x", "ids": {"a": [1]}}', "invalid", "ids"),
     (b'', "invalid", "body"),
     (b'[' * 100000 + b']' * 100000, "bad_json", "body"),
 ])
