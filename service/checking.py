@@ -62,7 +62,8 @@ def check(comment: Comment, *, site: str, principal: KeyRecord | None, is_test: 
     if model is None:
         raise StoreUnavailable("no model is loaded yet")
     policy = svc.sites.policy(site)
-    comment = comment.replace(site=site)
+    if comment.site != site:
+        comment = comment.replace(site=site)
     verdict = model.score(comment)
     score = float(verdict.score)
     real = policy.verdict(score)
@@ -91,7 +92,7 @@ def _reasons(verdict: Any) -> list[dict[str, Any]]:
     """The model's top contributions as [{"signal", "weight"}], whatever shape the model reports them in."""
     out = []
     for item in getattr(verdict, "reasons", None) or ():
-        if isinstance(item, Mapping):
+        if type(item) is dict or isinstance(item, Mapping):  # the exact-type test first: isinstance on an ABC is slow
             signal, weight = item.get("signal"), item.get("weight")
         elif isinstance(item, (tuple, list)) and len(item) >= 2:
             signal, weight = item[0], item[1]

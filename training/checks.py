@@ -276,12 +276,17 @@ class WriteBehind:
             try:
                 self.store.write(batch)
             except redis.RedisError as exc:
+                if not backoff:
+                    log.warning("check store unavailable, keeping records in memory: %s", exc)
+                backoff = min(1.0, backoff * 2 or 0.05)
                 with self._cond:
                     self._buffer.extendleft(reversed(batch))
-                backoff = min(1.0, backoff * 2 or 0.05)
-                log.warning("check store unavailable, %d records buffered: %s", self.size(), exc)
-                time.sleep(backoff)
+                    if self._stopping:  # shutting down with Redis away: the platform can resend these checks
+                        return
+                    self._cond.wait(backoff)
                 continue
+            if backoff:
+                log.warning("check store back, writing %d buffered records", self.size())
             backoff = 0.0
             with self._cond:
                 for r in batch:

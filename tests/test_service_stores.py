@@ -1,0 +1,95 @@
+"""The stores under the API: write-behind buffering and dropping, retention trimming, site policy validation."""
+from __future__ import annotations
+
+import time
+
+import pytest
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from tests.service_support import free_port, service_redis
+from training import rediskeys
+from training.checks import CheckRecord, CheckStore, WriteBehind
+from training.schema import Comment, ValidationError
+from training.settings import Settings
+from training.sites import SiteStore, defaults, merge
+
+
+@pytest.fixture()
+def r():
+    client = service_redis()
+    client.flushdb()
+    yield client
+    client.flushdb()
+    client.close()
+
+
+def record(i: int, score: float = 0.7, created_at: float | None = None, **kw) -> CheckRecord:
+    return CheckRecord(id=f"c{i:04d}", site="https://s.example.com", comment=Comment(content=f"comment {i}"),
+                       verdict="unsure", answered="unsure", score=score, discard=False, model_version="v1",
+                       created_at=created_at or time.time(), **kw)
+
+
+def test_write_behind_buffers_while_redis_is_down_and_drops_when_full():
+    dead = redis.Redis(port=free_port(), socket_connect_timeout=0.1, retry=Retry(NoBackoff(), 0))
+    dropped = []
+    writer = WriteBehind(CheckStore(dead), max_items=3, on_drop=dropped.append)
+    assert all(writer.submit(record(i)) for i in range(3))
+    assert writer.submit(record(3)) is False and dropped == [1] and writer.dropped == 1
+    assert writer.pending("c0001") is not None and writer.size() == 3
+    assert writer.flush(timeout=0.3) is False  # nothing can be written; nothing is lost either
+    assert writer.size() == 3
+    writer.stop(timeout=2)
+    assert not writer._thread.is_alive()
+
+
+def test_write_behind_writes_in_batches_and_keeps_test_and_trusted_checks_out_of_the_queue(r):
+    writer = WriteBehind(CheckStore(r), batch_size=2)
+    for i in range(5):
+        writer.submit(record(i, score=0.5 + i / 10))
+    writer.submit(record(5, is_test=True))
+    writer.submit(record(6, trusted=True))
+    assert writer.flush(timeout=5)
+    store = CheckStore(r)
+    assert store.get("c0005").is_test and store.get("c0006").trusted
+    items, cursor = store.queue(limit=10)
+    assert [x.id for x in items] == [f"c{i:04d}" for i in range(5)] and cursor is None
+    assert store.queue_size(verdict="unsure") == 5 and store.queue_size(site="https://other.example") == 0
+    writer.stop()
+
+
+def test_trim_drops_expired_checks_from_every_queue_index(r):
+    store = CheckStore(r, retention_days=1)
+    store.write([record(1, created_at=time.time() - 2 * 86400), record(2)])
+    r.delete(rediskeys.CHECK.format(id="c0001"))  # what the key TTL does after a day
+    assert store.trim() == 1
+    assert [x.id for x in store.queue(limit=10)[0]] == ["c0002"]
+    assert store.queue_size(site="https://s.example.com", verdict="unsure") == 1
+
+
+def test_queue_skips_ids_whose_check_expired(r):
+    store = CheckStore(r)
+    store.write([record(i) for i in range(4)])
+    r.delete(rediskeys.CHECK.format(id="c0001"))
+    assert [x.id for x in store.queue(limit=2)[0]] == ["c0000", "c0002"]
+    assert store.queue_size() == 3
+
+
+def test_site_policy_validates_as_a_whole_and_falls_back_when_redis_is_down(r):
+    base = defaults(Settings())
+    assert base.verdict(0.95) == "spam" and base.verdict(0.6) == "unsure" and base.verdict(0.1) == "ham"
+    with pytest.raises(ValidationError) as exc:
+        merge(base, {"discard_threshold": 0.5})
+    assert exc.value.field == "discard_threshold"
+    with pytest.raises(ValidationError) as exc:
+        merge(base, {"trusted_roles": "x" * 65})
+    assert exc.value.field == "trusted_roles"
+    with pytest.raises(ValidationError):
+        merge(base, {"colour": 1})
+    sites = SiteStore(r, Settings(), cache_seconds=0)
+    sites.update("https://s.example.com", {"shadow": True, "trusted_roles": ["Editor"]})
+    policy = sites.policy("https://s.example.com")
+    assert policy.shadow and policy.trusted_roles == {"editor"}
+    down = SiteStore(redis.Redis(port=free_port(), retry=Retry(NoBackoff(), 0)), Settings())
+    assert down.policy("https://s.example.com") == down.base
