@@ -5,6 +5,7 @@ import functools
 import os
 import re
 
+import pytest
 import redis
 
 from training.schema import Comment
@@ -43,6 +44,16 @@ def service_redis() -> redis.Redis:
     client = redis.Redis.from_url(service_redis_url())
     client.ping()
     return client
+
+
+@pytest.fixture()
+def service_db():
+    """A client on the SERVICE test database, flushed before and after the test (import it into a test module)."""
+    client = service_redis()
+    client.flushdb()
+    yield client
+    client.flushdb()
+    client.close()
 
 
 @functools.lru_cache(maxsize=1)

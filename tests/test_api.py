@@ -8,7 +8,7 @@ import pytest
 
 from service import auth
 from service.app import connect, create_app
-from tests.service_support import HAM, SPAM, PrivateRedis, service_redis, service_redis_url, small_model
+from tests.service_support import HAM, SPAM, PrivateRedis, service_db, service_redis_url, small_model  # noqa: F401
 from training.registry import ServingModel
 from training.settings import Settings
 
@@ -17,12 +17,8 @@ SITE_B = "https://b.example.org"
 
 
 @pytest.fixture()
-def r():
-    client = service_redis()
-    client.flushdb()
-    yield client
-    client.flushdb()
-    client.close()
+def r(service_db):
+    return service_db
 
 
 @pytest.fixture()
@@ -346,11 +342,10 @@ def test_console_session_needs_csrf_for_writes(api, app, keys):
 
 def test_redis_down_check_still_scores_labels_answer_503_and_recover(tmp_path):
     server = PrivateRedis(tmp_path).start()
+    settings = Settings(redis_url=server.url, secret_key="test-secret", data_dir=tmp_path)
+    app = create_app(settings, redis_client=connect(settings), serving=ServingModel.fixed(small_model(), "v-test"))
+    svc = app.extensions["winnow"]
     try:
-        settings = Settings(redis_url=server.url, secret_key="test-secret", data_dir=tmp_path)
-        app = create_app(settings, redis_client=connect(settings),
-                         serving=ServingModel.fixed(small_model(), "v-test"))
-        svc = app.extensions["winnow"]
         key = svc.keys.create(SITE_A, "site")[0]
         token = svc.keys.create("", "moderator", "alice")[0]
         client = app.test_client()
@@ -374,6 +369,8 @@ def test_redis_down_check_still_scores_labels_answer_503_and_recover(tmp_path):
         buffered = down.get_json()["id"]
         assert post(f"/api/v1/comments/{buffered}/label", {"label": "spam"}, token).status_code == 200
         assert post(f"/api/v1/comments/{cid}/label", {"label": "spam"}, token).status_code == 200
-        svc.writer.stop()
     finally:
+        svc.writer.stop()
+        svc.redis.close()
+        svc.redis.connection_pool.disconnect()
         server.stop()

@@ -8,7 +8,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from tests.service_support import free_port, service_redis
+from tests.service_support import free_port, service_db  # noqa: F401
 from training import rediskeys
 from training.checks import CheckRecord, CheckStore, WriteBehind
 from training.schema import Comment, ValidationError
@@ -17,12 +17,8 @@ from training.sites import SiteStore, defaults, merge
 
 
 @pytest.fixture()
-def r():
-    client = service_redis()
-    client.flushdb()
-    yield client
-    client.flushdb()
-    client.close()
+def r(service_db):
+    return service_db
 
 
 def record(i: int, score: float = 0.7, created_at: float | None = None, **kw) -> CheckRecord:
