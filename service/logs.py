@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import sys
 import time
-import uuid
 
 from flask import Flask, Response, g, request, request_started
 
@@ -49,7 +49,7 @@ def _started(sender: Flask, **_: object) -> None:
     # still timed and logged.
     g._winnow_started = time.perf_counter()
     incoming = request.headers.get(REQUEST_ID_HEADER, "")
-    g.request_id = incoming if _SAFE_ID.fullmatch(incoming) else uuid.uuid4().hex
+    g.request_id = incoming if _SAFE_ID.fullmatch(incoming) else os.urandom(16).hex()
 
 
 def request_id() -> str:

@@ -4,8 +4,10 @@ None of these needs a key or touches the rate limiter; only /readyz talks to Red
 """
 from __future__ import annotations
 
+import time
+
 import redis
-from flask import Blueprint, Flask, Response, current_app, jsonify
+from flask import Blueprint, Flask, Response, jsonify
 
 from service import logs, metrics, openapi
 from service.context import services
@@ -55,10 +57,18 @@ def openapi_document() -> Response:
     return jsonify(openapi.document())
 
 
+_MODEL_CHECK_SECONDS = 1.0
+_next_model_check = 0.0
+
+
 def _note_model(response: Response) -> Response:
-    """Keep this worker's model-version gauge current; a tuple read, so it costs nothing per request."""
-    version, model = services().serving.snapshot()
-    metrics.observe_model(version if model is not None else None)
+    """Keep this worker's model-version gauge current (at most once a second: it changes only on a promotion)."""
+    global _next_model_check
+    now = time.monotonic()
+    if now >= _next_model_check:
+        _next_model_check = now + _MODEL_CHECK_SECONDS
+        version, model = services().serving.snapshot()
+        metrics.observe_model(version if model is not None else None)
     return response
 
 
