@@ -65,7 +65,7 @@ class CheckRecord:
     def from_hash(cls, h: dict[bytes, bytes]) -> "CheckRecord":
         d = {k.decode(): v.decode() for k, v in h.items()}
         return cls(
-            id=d["id"], site=d["site"], comment=Comment.from_dict(json.loads(d["comment"])),
+            id=d["id"], site=d["site"], comment=stored_comment(d["comment"]),
             verdict=d["verdict"], answered=d.get("answered", d["verdict"]), score=float(d["score"]),
             discard=d.get("discard") == "1", model_version=d.get("model_version", ""),
             created_at=float(d["created_at"]), reasons=tuple(json.loads(d.get("reasons", "[]"))),
@@ -82,6 +82,16 @@ class CheckRecord:
             "shadow": self.shadow, "trusted": self.trusted, "is_test": self.is_test, "source": self.source,
             "refs": dict(self.refs),
         }
+
+
+_COMMENT_FIELDS = frozenset(f.name for f in dataclasses.fields(Comment))
+
+
+def stored_comment(text: str) -> Comment:
+    """A comment read back from Redis. It was validated when it came in; validating again would turn a later,
+    stricter schema into errors on reading old records, so unknown keys are dropped and values taken as stored."""
+    data = json.loads(text)
+    return Comment(**{k: v for k, v in data.items() if k in _COMMENT_FIELDS})
 
 
 def uncertainty(score: float) -> float:

@@ -16,7 +16,7 @@ from typing import Any, Iterator, Sequence
 import redis
 
 from training import activity, pages, rediskeys
-from training.checks import ALL_SITES, CheckRecord, queue_keys
+from training.checks import ALL_SITES, CheckRecord, queue_keys, stored_comment
 from training.schema import LABELS, Comment
 
 log = logging.getLogger("winnow.labels")
@@ -101,7 +101,7 @@ class LabelRecord:
     @classmethod
     def from_hash(cls, h: dict[bytes, bytes]) -> "LabelRecord":
         d = {k.decode(): v.decode() for k, v in h.items()}
-        return cls(id=d["id"], site=d["site"], label=d["label"], comment=Comment.from_dict(json.loads(d["comment"])),
+        return cls(id=d["id"], site=d["site"], label=d["label"], comment=stored_comment(d["comment"]),
                    labelled_at=float(d["labelled_at"]), labelled_by=d.get("labelled_by", ""),
                    source=d.get("source", "api"), check_id=d.get("check_id", ""), verdict=d.get("verdict", ""),
                    score=float(d["score"]) if d.get("score") else None,
