@@ -139,3 +139,16 @@ def test_config_round_trip_and_validation():
 def test_huge_content_is_bounded():
     ex = extract("spam " * 20000)
     assert len(ex.indices) < 200000
+
+
+def test_character_runs_are_cut_and_counted():
+    n = normalise("SUBSCRIBE!!!!!!!!!!!!!!!!!!!!!!!!!!! sooooooo")
+    assert n.text == "subscribe!!! sooo"
+    assert n.counts["repeated_chars"] == 2
+    assert highlight_spans("sooooooo good", {"sooo": 1.0}) == [{"start": 0, "end": 8, "weight": 1.0}]
+
+
+def test_links_to_a_moment_of_a_video():
+    found = keys('<a href="http://www.youtube.com/watch?v=KQ6zr6kCPj8&amp;t=2m19s">2:19</a> best part')
+    assert {"link_timestamp", "domain:youtube.com"} <= found
+    assert "link_timestamp" not in keys("watch my video http://www.youtube.com/watch?v=abc")

@@ -29,7 +29,7 @@ class FeatureConfig:
 
     n_features: int = 2**20
     word_ngrams: tuple[int, int] = (1, 2)
-    char_ngrams: tuple[int, int] = (2, 5)
+    char_ngrams: tuple[int, int] = (3, 5)
     signals: tuple[str, ...] = SIGNAL_GROUPS
     author_name: bool = False  # words of the author's display name as features
     word_weight: float = 1.0  # each group is L2-normalised, then scaled by its weight
@@ -97,7 +97,8 @@ _STYLED_RE = re.compile("[\uff01-\uff5e\U0001d400-\U0001d7ff\u24b6-\u24e9\U0001f
 _TAG_RE = re.compile(r"<\s*(/?)\s*([a-zA-Z][a-zA-Z0-9]*)\b[^<>]{0,500}>|<!--.{0,2000}?-->", re.S)
 _HREF_RE = re.compile(r"""href\s*=\s*["']?([^"'\s<>]+)""", re.I)
 _ENTITY_RE = re.compile(r"&(?:#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|[a-zA-Z][a-zA-Z0-9]{1,31});?")
-_SPACE_RE = re.compile(r"\s+")
+_REPEAT_RE = re.compile(r"(.)\1{2,}")
+_LONG_RUN_RE = re.compile(r"(.)\1{3,}")
 
 
 class Normalised(NamedTuple):
@@ -118,7 +119,7 @@ def normalise(content: str, max_chars: int = 20000) -> Normalised:
         counts["html_tags"] = len(tags)
         counts["html_links"] = sum(1 for close, name in tags if not close and name.lower() == "a")
         if tags:
-            hrefs = _HREF_RE.findall(content)
+            hrefs = [html.unescape(h) if "&" in h else h for h in _HREF_RE.findall(content)]
             content = _TAG_RE.sub(" ", content)
     if "&" in content:
         counts["html_entities"] = len(_ENTITY_RE.findall(content))
@@ -137,7 +138,14 @@ def normalise(content: str, max_chars: int = 20000) -> Normalised:
                 counts["mixed_script"] = len(_MIXED_SCRIPT_RE.findall(content))
             content = content.translate(_CONFUSABLE_TABLE)
     cased = " ".join(content.split())
-    return Normalised(cased.lower(), cased, hrefs, counts)
+    text = cased.lower()
+    # "!!!!!!!!" or "soooooo" would otherwise flood the character n-grams with one repeated gram; runs are kept at
+    # three characters and counted as a signal instead.
+    runs = _REPEAT_RE.findall(text)
+    if runs:
+        counts["repeated_chars"] = len(runs)
+        text = _LONG_RUN_RE.sub(r"\1\1\1", text)
+    return Normalised(text, cased, hrefs, counts)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -160,6 +168,7 @@ _OBFUSCATED_RE = re.compile(
     r"\s*(?:\s\.\s*|\.\s+|\(\s*(?:dot|\.)\s*\)|\[\s*(?:dot|\.)\s*\]|\{\s*(?:dot|\.)\s*\}|\s+dot\s+|\s*\bd0t\b\s*)"
     r"\s*(" + _OBF_TLDS + r")\b"
 )
+_TIMESTAMP_RE = re.compile(r"[?&#]t=\d")
 _OBF_HINT_RE = re.compile(r"\s\.|\.\s|\bdot\b|d0t|[(\[{]\s*\.")
 _SPACED_WWW_RE = re.compile(r"\bw\s+w\s+w\b|\bh\s*t\s*t\s*p\s*s?\s*:\s*/\s*/")
 _SHORTENERS = frozenset(
@@ -172,7 +181,6 @@ _MONEY_RE = re.compile(
     r"[$£€¥₹]\s?\d|\d\s?[$£€¥₹]|\d\s?(?:usd|dollars?|bucks|pounds?|gbp|eur|euros?)\b"
 )
 _EMAIL_RE = re.compile(r"\b[a-z0-9._%+-]+@[a-z0-9.-]+\.[a-z]{2,}\b")
-_REPEAT_RE = re.compile(r"(.)\1{2,}")
 _CAPS_WORD_RE = re.compile(r"\b[A-Z]{3,}\b")
 
 
@@ -224,6 +232,9 @@ def signals(comment: Comment, norm: Normalised, config: FeatureConfig) -> list[S
                 add(Signal("tld:" + tld, 1.0))
             if hosts & _SHORTENERS:
                 add(Signal("shortener", 1.0))
+        # A link to a moment of a video ("&t=2m19s") is how viewers quote the video they comment on.
+        if any(_TIMESTAMP_RE.search(u) for u in urls):
+            add(Signal("link_timestamp", 1.0))
         if obfuscated or spaced:
             add(Signal("obfuscated_link", 1.0))
     if "unicode" in groups:
@@ -238,7 +249,7 @@ def signals(comment: Comment, norm: Normalised, config: FeatureConfig) -> list[S
     if "shape" in groups:
         n_chars = len(text)
         add(Signal("length:" + str(min(n_chars.bit_length(), 12)), 1.0))
-        repeats = len(_REPEAT_RE.findall(text))
+        repeats = counts.get("repeated_chars", 0)
         if repeats:
             add(Signal("repeated_chars:" + _bucket(repeats, 3), 1.0))
         raw = norm.cased.encode("utf-8", "ignore")
@@ -535,28 +546,30 @@ def highlight_spans(content: str, word_weights: dict[str, float], max_chars: int
     zero-width characters) is still highlighted where it stands in the original text."""
     if not word_weights:
         return []
-    folded, origin = _normalise_with_offsets(content[:max_chars])
+    folded, starts, ends = _normalise_with_offsets(content[:max_chars])
     out = []
     for mt in _WORD_RE.finditer(folded):
         w = word_weights.get(mt.group())
         if w is None or w == 0.0:
             continue
         a, b = mt.span()
-        out.append({"start": int(origin[a]), "end": int(origin[b - 1]) + 1, "weight": float(w)})
+        out.append({"start": starts[a], "end": ends[b - 1], "weight": float(w)})
     return out
 
 
-def _normalise_with_offsets(content: str) -> tuple[str, list[int]]:
-    """Lower-cased folded text with, for each of its characters, the offset of the original character."""
+def _normalise_with_offsets(content: str) -> tuple[str, list[int], list[int]]:
+    """Lower-cased folded text with, for each of its characters, the span of original characters it stands for."""
     out: list[str] = []
-    origin: list[int] = []
+    starts: list[int] = []
+    ends: list[int] = []
     i, n = 0, len(content)
     tag_spans = {m.start(): m.end() for m in _TAG_RE.finditer(content)} if "<" in content else {}
     while i < n:
         end = tag_spans.get(i)
         if end is not None:
             out.append(" ")
-            origin.append(i)
+            starts.append(i)
+            ends.append(end)
             i = end
             continue
         c = content[i]
@@ -571,7 +584,11 @@ def _normalise_with_offsets(content: str) -> tuple[str, list[int]]:
             continue
         piece = unicodedata.normalize("NFKC", c).translate(_CONFUSABLE_TABLE).lower()
         for ch in piece:
+            if len(out) >= 3 and out[-1] == out[-2] == out[-3] == ch:
+                ends[-1] = i + step  # runs are cut to three, as in normalise(); the last kept one covers the rest
+                continue
             out.append(ch)
-            origin.append(i)
+            starts.append(i)
+            ends.append(i + step)
         i += step
-    return "".join(out), origin
+    return "".join(out), starts, ends
