@@ -270,6 +270,8 @@ def init_app(app: Flask) -> None:
         404, "not_found", "no such check (it may have passed its retention)", "id"))
     app.register_error_handler(checking.StoreUnavailable, _domain_error(
         503, "store_unavailable", "the data store is unavailable; nothing was stored, retry later"))
+    app.register_error_handler(checking.NoModel, _domain_error(
+        503, "no_model", "no model is loaded yet; retry in a few seconds"))
     app.register_error_handler(checking.NotTrainable, _domain_error(
         409, "test_check", "an is_test check never becomes training data, so it cannot be labelled", "id"))
     app.register_blueprint(bp)

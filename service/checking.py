@@ -25,6 +25,10 @@ class StoreUnavailable(Exception):
     """Redis did not take a write that must not be lost; the faces answer 503 (nothing was stored)."""
 
 
+class NoModel(StoreUnavailable):
+    """This process has no model to score with yet (its first load has not finished)."""
+
+
 class NotFound(Exception):
     """No such check or label in the caller's scope (another site's ids are reported the same way)."""
 
@@ -60,7 +64,7 @@ def check(comment: Comment, *, site: str, principal: KeyRecord | None, is_test: 
     svc = services()
     version, model = svc.serving.snapshot()
     if model is None:
-        raise StoreUnavailable("no model is loaded yet")
+        raise NoModel("no model is loaded yet")
     policy = svc.sites.policy(site)
     if comment.site != site:
         comment = comment.replace(site=site)

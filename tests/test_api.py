@@ -119,6 +119,12 @@ def test_oversized_content_and_body_are_413(api):
     assert huge.status_code == 413 and error(huge)["field"] == "body"
 
 
+def test_no_model_yet_is_a_503_not_a_500(api, app):
+    app.extensions["winnow"].serving = ServingModel.fixed(None, None)
+    resp = api("POST", "/api/v1/check", "a", {"content": "x"})
+    assert resp.status_code == 503 and error(resp)["code"] == "no_model"
+
+
 def test_unknown_route_and_method_are_json(api):
     assert error(api("GET", "/api/v1/nope", "a"))["code"] == "not_found"
     resp = api("GET", "/api/v1/check", "a")
