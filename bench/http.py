@@ -21,6 +21,7 @@ from pathlib import Path
 
 import redis
 
+from bench.__main__ import stamp
 from service.launcher import EmbeddedRedis, free_port
 from training.apikeys import KeyStore
 
@@ -215,7 +216,7 @@ def main() -> str:
             "",
             _table(tables[other]),
         ]
-        text = "## HTTP serving (wrk)\n\n" + "\n".join(body) + "\n"
+        text = stamp("http", "HTTP serving (wrk)", "\n".join(body))
         (OUT / "http.md").write_text(text)
         print(text)
         return text

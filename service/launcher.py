@@ -25,7 +25,7 @@ import redis
 from honcho.environ import expand_processes, parse_procfile
 from honcho.manager import Manager
 
-from training.settings import ROOT, Settings, load_secret
+from training.settings import ROOT, Settings
 
 DEFAULT_REDIS_PORT = 6390
 DEFAULT_BIND = "127.0.0.1:8000"
@@ -231,11 +231,15 @@ def main(argv: list[str] | None = None) -> int:
               f"{', '.join(procfile.processes)}", file=sys.stderr)
         return 2
 
-    settings = Settings.from_env()  # also makes var/secret_key on first start
+    settings = Settings.from_env()  # makes var/secret_key on first start unless WINNOW_SECRET_KEY is set
     bind = os.environ.get("WINNOW_BIND", DEFAULT_BIND)
     embedded: EmbeddedRedis | None = None
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
+        host, _, port = bind.rpartition(":")
+        if "web" in wanted and port.isdigit() and host and not port_is_free(int(port), host.strip("[]")):
+            raise LaunchError(f"{bind} is already in use; set WINNOW_BIND to another address, e.g. "
+                              f"WINNOW_BIND={host}:{int(port) + 1} make run")
         redis_url = os.environ.get("REDIS_URL") or os.environ.get("WINNOW_REDIS_URL")
         if redis_url:
             redis_note = f"{_without_password(redis_url)} (from REDIS_URL; no Redis started)"
@@ -246,8 +250,6 @@ def main(argv: list[str] | None = None) -> int:
             redis_url = embedded.url
             redis_note = (f"embedded at {redis_url}, data in {embedded.data_dir} "
                           "(AOF, appendfsync always)")
-        if not os.environ.get("WINNOW_SECRET_KEY"):
-            load_secret(settings.data_dir)
         try:
             keys = bootstrap_keys(redis_url)
         except ImportError:

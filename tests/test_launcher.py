@@ -158,3 +158,15 @@ def test_unknown_procfile_process_is_refused():
     result = subprocess.run([sys.executable, "-m", "service.launcher", "nonsense"], cwd=ROOT, capture_output=True,
                             text=True, timeout=60, env={**os.environ, "REDIS_URL": "redis://127.0.0.1:1/0"})
     assert result.returncode == 2 and "unknown Procfile process" in result.stderr
+
+
+def test_a_busy_web_port_is_named_before_anything_starts(tmp_path):
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        result = subprocess.run([sys.executable, "-m", "service.launcher", "web"], cwd=ROOT, capture_output=True,
+                                text=True, timeout=60, env={**os.environ, "REDIS_URL": "redis://127.0.0.1:1/0",
+                                                            "WINNOW_BIND": f"127.0.0.1:{port}",
+                                                            "WINNOW_DATA_DIR": str(tmp_path)})
+    assert result.returncode == 1 and f"127.0.0.1:{port} is already in use" in result.stderr
