@@ -213,3 +213,67 @@ def test_fixed_holder_needs_nothing(models):
     holder = ServingModel.fixed(taught, "v-test")
     assert holder.snapshot() == ("v-test", taught) and holder.check_now() is False
     holder.stop()
+
+
+# ---- the same over HTTP ----------------------------------------------------------------------------------------------
+@pytest.fixture()
+def http(r, settings, models):
+    from service.app import create_app
+    from training.apikeys import KeyStore
+
+    app = create_app(settings, redis_client=r, serving=ServingModel.fixed(models[0]))
+    store = KeyStore(r)
+    tokens = {role: store.create("" if role != "site" else "https://a.example.org", role, role)[0]
+              for role in ("site", "moderator", "admin")}
+
+    def call(method, path, role=None, body=None):
+        headers = {"Authorization": f"Bearer {tokens[role]}"} if role else {}
+        return app.test_client().open(path, method=method, json=body, headers=headers)
+
+    return call
+
+
+def test_models_api_reads_for_moderators_and_changes_for_admins(http, registry, models):
+    taught, backwards = models
+    v1 = registry.publish(taught, {"kind": "test"}, promoted_by="t", reason="one", promote=True)
+    v2 = registry.publish(backwards, {"kind": "test"}, promoted_by="t", reason="two")
+
+    listing = http("GET", "/api/v1/models", "moderator")
+    assert listing.status_code == 200
+    body = listing.get_json()
+    assert body["current"] == v1 and [v["version"] for v in body["versions"]] == [v2, v1]
+    assert http("GET", f"/api/v1/models/{v2}", "moderator").get_json()["serving"] is False
+    assert http("GET", "/api/v1/models/v999", "moderator").status_code == 404
+    assert http("GET", "/api/v1/models/../etc", "moderator").status_code == 404
+    assert http("GET", "/api/v1/models", "site").status_code == 403
+    assert http("GET", "/api/v1/models").status_code == 401
+
+    assert http("POST", f"/api/v1/models/{v2}/promote", "moderator").status_code == 403
+    promoted = http("POST", f"/api/v1/models/{v2}/promote", "admin", {"reason": "better on our data"})
+    assert promoted.status_code == 200 and registry.current_version() == v2
+    assert registry.get(v2)["promoted_by"] == "admin:admin"
+    bad = http("POST", f"/api/v1/models/{v2}/promote", "admin", {"reason": 5})
+    assert bad.status_code == 400 and bad.get_json()["error"]["field"] == "reason"
+    unknown = http("POST", f"/api/v1/models/{v2}/promote", "admin", {"why": "x"})
+    assert unknown.status_code == 400 and unknown.get_json()["error"]["field"] == "why"
+    assert http("POST", "/api/v1/models/v404/promote", "admin").status_code == 404
+
+    back = http("POST", "/api/v1/models/rollback", "admin", {})
+    assert back.status_code == 200 and back.get_json()["version"] == v1 and registry.current_version() == v1
+    assert http("POST", "/api/v1/models/rollback", "admin").status_code == 409
+
+
+def test_retrain_and_job_endpoints(http, r):
+    queued = http("POST", "/api/v1/models/retrain", "admin", {"reason": "try it"})
+    assert queued.status_code == 202
+    job_id = queued.get_json()["job_id"]
+    assert queued.headers["Location"].endswith(f"/api/v1/jobs/{job_id}")
+    again = http("POST", "/api/v1/models/retrain", "admin")
+    assert again.get_json()["job_id"] == job_id  # already queued: the same job
+    status = http("GET", f"/api/v1/jobs/{job_id}", "moderator").get_json()
+    assert status["status"] == "queued" and status["reason"] == "try it" and status["progress"] == 0.0
+    assert http("GET", "/api/v1/jobs/nope", "moderator").status_code == 404
+    assert http("GET", f"/api/v1/jobs/{'x' * 100}", "moderator").status_code == 404
+    assert http("POST", "/api/v1/models/retrain", "moderator").status_code == 403
+    bad = http("POST", "/api/v1/models/retrain", "admin", {"full": "yes"})
+    assert bad.status_code == 400 and bad.get_json()["error"]["field"] == "full"

@@ -1,0 +1,309 @@
+"""Learning-loop speed: time from a label to a promoted model served, and a full retrain's time and peak memory.
+
+Runs against a private redis-server with a real `rq worker` process; texts are resampled from the shared corpora
+(capped at 1000 characters, like blog comments) or, without them, generated. `python -m bench loop`, or
+`python -m bench.loop --served 1000 --full 100000` for a subset.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import os
+import resource
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import redis
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "bench" / "out"
+DATASETS = Path(os.environ.get("WINNOW_SHARED_DIR", ROOT.parent / "shared")) / "datasets"
+
+SERVED_SIZES = [1_000, 10_000, 100_000]
+FULL_SIZES = [5_000, 100_000, 1_000_000]
+NEW_LABELS = 50                 # the default retrain_after_labels: the batch that triggers a retrain
+CHAMPION_SAMPLE = 1_000         # the champion is fitted on a sample: its fit is setup, not what is measured
+FULL_TIMEOUT = 1200             # seconds a full retrain may take before the run is stopped
+RSS_TARGET_GB = 4.0
+SAFE_MATRIX_GB = 6.0            # projected feature-matrix size above which the full run is not attempted
+MAX_CHARS = 1000
+SITE = "https://bench.example.org"
+
+
+# ---- data ----------------------------------------------------------------------------------------------------------
+def texts() -> tuple[list[tuple[str, str]], str]:
+    from bench.loop_data import campaign, corpus_texts, generic
+
+    found = corpus_texts(DATASETS) if DATASETS.exists() else []
+    if found:
+        return [(t[:MAX_CHARS], label) for t, label in found], "resampled from the shared corpora"
+    rows = list(generic(2000, seed=1)) + list(campaign(2000, seed=2))
+    return [(c.content, label) for c, label in rows], "generated (shared corpora not found)"
+
+
+def store(client: redis.Redis, pool, n: int, start_at: float, offset: int = 0, seed: int = 0) -> list:
+    """Store n labels one millisecond apart from start_at, in chunks; returns the stored records of the last chunk."""
+    from bench.loop_data import resampled
+    from training import labels
+
+    store = labels.LabelStore(client)
+    chunk, last = [], []
+    for i, (comment, label) in enumerate(resampled(pool, n, seed=seed + offset)):
+        rec = labels.for_comment(SITE, comment.replace(content=f"{comment.content} {offset + i}"), label,
+                                 by="moderator:bench")
+        chunk.append(dataclasses.replace(rec, labelled_at=start_at + i / 1000))
+        if len(chunk) == 1000:
+            last = store.put_many(chunk)
+            chunk = []
+    if chunk:
+        last = store.put_many(chunk)
+    return last
+
+
+# ---- processes -----------------------------------------------------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def private_redis(workdir: Path):
+    server = shutil.which("redis-server")
+    if server is None:
+        raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
+    port = _free_port()
+    proc = subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                             "--dir", str(workdir)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise
+            time.sleep(0.05)
+    try:
+        yield url, client
+    finally:
+        client.close()
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def _env(url: str, workdir: Path, secret: str) -> dict:
+    return {**os.environ, "WINNOW_REDIS_URL": url, "WINNOW_SECRET_KEY": secret, "WINNOW_DATA_DIR": str(workdir),
+            "WINNOW_MODELS_DIR": str(workdir / "models"), "WINNOW_RETRAIN_AFTER_LABELS": str(NEW_LABELS),
+            "PYTHONUNBUFFERED": "1"}
+
+
+# ---- measurements --------------------------------------------------------------------------------------------------
+def label_to_served(url: str, client: redis.Redis, n: int, pool, workdir: Path, secret: str) -> dict:
+    """Seconds from storing the batch of labels that crosses the retrain threshold to every holder serving the
+    promoted version, with n labels already stored and a champion covering them."""
+    from bench.loop_data import resampled
+    from training import labels
+    from training.model import train
+    from training.registry import Registry, ServingModel
+    from training.settings import Settings
+
+    client.flushdb()
+    env = _env(url, workdir, secret)
+    settings = Settings.from_env(env)
+    started = time.perf_counter()
+    base = time.time() - n / 1000 - 60
+    store(client, pool, n, base, seed=n)
+    stored_s = time.perf_counter() - started
+    sample = list(resampled(pool, min(CHAMPION_SAMPLE, n), seed=7))
+    champion = train([c for c, _ in sample], [label for _, label in sample])
+    registry = Registry.from_settings(client, settings)
+    registry.publish(champion, {"kind": "retrain", "trained_until": base + n / 1000, "counts": {"labels": n},
+                                "note": f"fitted on a {len(sample)}-label sample for the benchmark"},
+                     promoted_by="bench", reason="champion for the benchmark", promote=True)
+    serving = ServingModel(client, settings).start()
+    worker = subprocess.Popen([str(Path(sys.executable).parent / "rq"), "worker", "--url", url, settings.queue_name],
+                              cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    try:
+        time.sleep(3)  # the worker is up and idle before the clock starts, as in a running deployment
+        before = serving.version
+        t0 = time.perf_counter()
+        records = store(client, pool, NEW_LABELS, time.time(), offset=n, seed=n + 1)
+        # What the label endpoint does after storing: tell the loop (one call per request in production).
+        labels.after_labels(client, settings, records)
+        deadline = t0 + FULL_TIMEOUT
+        while serving.version == before and time.perf_counter() < deadline:
+            time.sleep(0.01)
+        latency = time.perf_counter() - t0
+        runs = [json.loads(x) for x in client.lrange("winnow:retrain:runs", 0, 0)]
+        run = runs[0] if runs else {}
+        return {"labels": n, "served": serving.version != before, "seconds": round(latency, 2),
+                "mode": run.get("mode"), "decision": run.get("decision"), "why": run.get("why"),
+                "job_seconds": run.get("duration_s"), "timings": run.get("timings_s"),
+                "store_seconds": round(stored_s, 1)}
+    finally:
+        serving.stop()
+        worker.terminate()
+        worker.wait(timeout=30)
+
+
+def feature_probe(pool, n: int = 3000) -> dict:
+    """Feature extraction cost per comment and non-zeros per row, to project a full fit's time and matrix size."""
+    from bench.loop_data import resampled
+    from training.features import Featurizer
+
+    comments = [c for c, _ in resampled(pool, n, seed=11)]
+    started = time.perf_counter()
+    X = Featurizer().transform(comments)
+    seconds = time.perf_counter() - started
+    return {"us_per_comment": seconds / n * 1e6, "nnz_per_row": X.nnz / n,
+            "bytes_per_row": (X.data.itemsize + X.indices.itemsize) * X.nnz / n}
+
+
+def full_retrain(url: str, client: redis.Redis, n: int, pool, workdir: Path, secret: str, probe: dict,
+                 previous: dict | None = None) -> dict:
+    """A forced full retrain over n stored labels in a child process: wall time, stage timings and peak RSS.
+
+    Sizes whose projection (matrix size from the feature probe, time scaled linearly from the previous size,
+    which is optimistic) is far over the limits are reported as projections instead of tying up a shared machine.
+    """
+    projected_gb = probe["bytes_per_row"] * n / 1e9
+    projected_features_s = probe["us_per_comment"] * n * 2.4 / 1e6  # holdout fit 0.8n + final n + scoring 0.6n
+    row = {"labels": n, "projected_matrix_gb": round(projected_gb, 2),
+           "projected_feature_seconds": round(projected_features_s)}
+    if previous and previous.get("ran"):
+        row["projected_seconds"] = round(previous["seconds"] * n / previous["labels"])
+        if row["projected_seconds"] > FULL_TIMEOUT:
+            row["ran"] = False
+            row["why_not"] = (f"projected at >= {row['projected_seconds']} s from the {previous['labels']:,}-label "
+                              f"run (linear scaling, optimistic), over the {FULL_TIMEOUT} s limit of this benchmark")
+            return row
+    if projected_gb > SAFE_MATRIX_GB:
+        row["ran"] = False
+        row["why_not"] = (f"one copy of the feature matrix alone would take {projected_gb:.1f} GB "
+                          f"({probe['nnz_per_row']:.0f} non-zeros per comment), over the {RSS_TARGET_GB:.0f} GB "
+                          "target; not attempted on a shared machine")
+        return row
+    client.flushdb()
+    started = time.perf_counter()
+    store(client, pool, n, time.time() - n / 1000 - 60, seed=n)
+    row["store_seconds"] = round(time.perf_counter() - started, 1)
+    from training.registry import Registry
+    from training.settings import Settings
+
+    Registry.from_settings(client, Settings.from_env(_env(url, workdir, secret))).bootstrap(_bench_starter(pool))
+    proc = subprocess.run([sys.executable, "-m", "bench.loop", "--child-full-retrain"], cwd=ROOT,
+                          env=_env(url, workdir, secret), capture_output=True, text=True, timeout=FULL_TIMEOUT + 60)
+    if proc.returncode != 0:
+        row.update(ran=False, why_not=f"child failed: {proc.stderr.strip().splitlines()[-1:]}")
+        return row
+    child = json.loads(proc.stdout.strip().splitlines()[-1])
+    record = child["record"]
+    row.update(ran=True, seconds=round(child["seconds"], 1), peak_rss_gb=round(child["maxrss_kb"] / 1024 ** 2, 2),
+               decision=record.get("decision"), timings=record.get("timings_s"))
+    return row
+
+
+def _bench_starter(pool):
+    def load():
+        from bench.loop_data import resampled
+        from training.model import train
+
+        sample = list(resampled(pool, 2000, seed=3))
+        return train([c for c, _ in sample], [label for _, label in sample])
+    return load
+
+
+def child_full_retrain() -> int:
+    from training import jobs
+    from training.settings import Settings
+
+    settings = Settings.from_env()
+    client = redis.Redis.from_url(settings.redis_url)
+    started = time.perf_counter()
+    record = jobs.run_retrain(client, settings, reason="benchmark", requested_by="bench", full=True)
+    seconds = time.perf_counter() - started
+    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"record": record, "seconds": seconds, "maxrss_kb": maxrss}, default=str))
+    return 0
+
+
+# ---- report --------------------------------------------------------------------------------------------------------
+def render(source: str, served: list[dict], probe: dict, full: list[dict]) -> str:
+    lines = [f"Texts {source}. Private redis-server, one `rq worker`, the serving holder polling every 0.5 s.", ""]
+    if served:
+        lines += ["### From a label to the promoted model served", "",
+                  f"{NEW_LABELS} new labels (the default retrain threshold) arrive on top of the stored ones; the "
+                  "clock runs from storing them to the serving holder answering with the new version. Target: "
+                  "<= 60 s at 100k labels.", "",
+                  "| stored labels | label -> served | retrain path | decision | job time | stage times (s) |",
+                  "|---:|---:|---|---|---:|---|"]
+        for r in served:
+            stages = ", ".join(f"{k} {v}" for k, v in (r.get("timings") or {}).items())
+            shown = f"{r['seconds']} s" if r["served"] else f"not served after {r['seconds']} s"
+            lines.append(f"| {r['labels']:,} | {shown} | {r.get('mode')} | {r.get('decision')} | "
+                         f"{r.get('job_seconds')} s | {stages} |")
+        lines.append("")
+    lines += ["### Full retrain", "",
+              f"A forced full refit (`winnow retrain --full`) over every stored label: read from Redis, holdout fit, "
+              f"gate, final fit, publish. Targets: 1M labels in <= 120 s with peak RSS <= {RSS_TARGET_GB:.0f} GB. "
+              f"Feature extraction measured at {probe['us_per_comment']:.0f} us per comment and "
+              f"{probe['nnz_per_row']:.0f} non-zeros per comment ({probe['bytes_per_row'] / 1024:.1f} KiB per row "
+              "of the sparse matrix).", "",
+              "| labels | wall time | peak RSS | stage times (s) | projected feature extraction | projected matrix |",
+              "|---:|---:|---:|---|---:|---:|"]
+    for r in full:
+        if r.get("ran"):
+            stages = ", ".join(f"{k} {v}" for k, v in (r.get("timings") or {}).items())
+            lines.append(f"| {r['labels']:,} | {r['seconds']} s | {r['peak_rss_gb']} GB | {stages} | "
+                         f"{r['projected_feature_seconds']} s | {r['projected_matrix_gb']} GB |")
+        else:
+            lines.append(f"| {r['labels']:,} | not run: {r['why_not']} | | | {r['projected_feature_seconds']} s | "
+                         f"{r['projected_matrix_gb']} GB |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> str:
+    parser = argparse.ArgumentParser(prog="python -m bench.loop")
+    parser.add_argument("--served", type=int, nargs="*", default=SERVED_SIZES)
+    parser.add_argument("--full", type=int, nargs="*", default=FULL_SIZES)
+    parser.add_argument("--child-full-retrain", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args([] if argv is None else argv)
+    if args.child_full_retrain:
+        sys.exit(child_full_retrain())
+    pool, source = texts()
+    secret = secrets.token_hex(16)
+    served, full = [], []
+    with tempfile.TemporaryDirectory(prefix="winnow-bench-loop-") as tmp:
+        workdir = Path(tmp)
+        with private_redis(workdir) as (url, client):
+            for n in args.served:
+                print(f"label -> served at {n} labels", flush=True)
+                served.append(label_to_served(url, client, n, pool, workdir, secret))
+                print(f"  {served[-1]}", flush=True)
+            probe = feature_probe(pool)
+            for n in args.full:
+                print(f"full retrain at {n} labels", flush=True)
+                full.append(full_retrain(url, client, n, pool, workdir, secret, probe, full[-1] if full else None))
+                print(f"  {full[-1]}", flush=True)
+    from bench.__main__ import stamp
+
+    text = stamp("loop", "Learning loop", render(source, served, probe, full))
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "loop.md").write_text(text)
+    return text
+
+
+if __name__ == "__main__":
+    print(main(sys.argv[1:]))
