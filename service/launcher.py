@@ -52,7 +52,9 @@ def redis_server_binary() -> str:
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    """No one listens there. Connections of a stopped server in TIME_WAIT do not count: servers bind past them."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:
