@@ -111,6 +111,7 @@ def write_atomic(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; artifacts hold no secrets and ship in the repository
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)

@@ -433,9 +433,7 @@ def extract(comment: Comment | str, config: FeatureConfig | None = None, explain
     mixed = hashes * _MIX
     bits = config.n_features.bit_length() - 1
     indices = (mixed >> np.uint64(64 - bits)).view(np.int64)
-    values = ((mixed >> np.uint64(63 - bits)).view(np.int64) & 1).astype(np.float64)
-    values *= -2.0
-    values += 1.0
+    values = np.copysign(1.0, (mixed << np.uint64(bits)).view(np.int64))  # that bit moved to the sign bit
     if n_w:
         values[:n_w] *= config.word_weight / math.sqrt(n_w)
     if n_c:
@@ -491,17 +489,22 @@ def extract(comment: Comment | str, config: FeatureConfig | None = None, explain
 def _char_owner(text: str, lo: int, hi: int, spans) -> np.ndarray:
     """The word each character n-gram mostly lies in (by its middle character), in _char_hashes order; an n-gram
     centred on a space or punctuation goes to a word it touches, -1 when it touches none."""
-    n_text = len(text)
-    owner = np.full(n_text + 2 + hi, -1, np.int64)  # indexed by position in the padded text
-    for t, (a, b) in enumerate(spans):
-        owner[a + 1:b + 1] = t
-    rows = n_text + 2
-    lengths = np.tile(np.arange(lo, hi + 1), rows)
-    starts = np.repeat(np.arange(rows), hi - lo + 1)
-    got = owner[starts + (lengths - 1) // 2]
-    left = owner[starts]
-    right = owner[starts + lengths - 1]
-    return np.where(got >= 0, got, np.where(left >= 0, left, right))
+    rows = len(text) + 2
+    # owner[p] = the word covering position p of the padded text (-1 outside words); spans never overlap, so
+    # +id at each start and -id at each end, summed up, paints them.
+    marks = np.zeros(rows + hi + 1, np.int64)
+    if spans:
+        bounds = np.asarray(spans, np.int64) + 1
+        ids = np.arange(1, len(spans) + 1)
+        marks[bounds[:, 0]] += ids
+        marks[bounds[:, 1]] -= ids
+    owner = np.cumsum(marks) - 1
+    base = np.arange(rows)[:, None]
+    lengths = np.arange(lo, hi + 1)
+    middle = owner[base + (lengths - 1) // 2]
+    left = owner[:rows, None]
+    right = owner[base + lengths - 1]
+    return np.where(middle >= 0, middle, np.where(left >= 0, left, right)).ravel()
 
 
 DEFAULT_CONFIG = FeatureConfig()

@@ -133,7 +133,7 @@ class Model:
             reasons = [{"signal": "(bias)", "weight": bias}, {"signal": "(other signals)", "weight": z - bias}]
             p = sigmoid(z)
             return Verdict(p, "spam" if p >= 0.5 else "ham", reasons, z)
-        contributions = scorer.contributions(extract(comment, scorer.config, explain=True))
+        contributions = scorer.contributions(extract(comment, scorer.config, explain=True), per_token=explain)
         z = contributions.decision_value
         p = sigmoid(z)
         highlights = word_highlights(comment.content, contributions, scorer.config) if explain else None

@@ -17,8 +17,9 @@ from training.features import Extraction, FeatureConfig, extract, highlight_span
 class Contributions(NamedTuple):
     decision_value: float  # log-odds of spam after calibration; score = sigmoid(decision_value)
     bias: float  # the part of decision_value that does not depend on the comment
-    by_name: dict[str, float]  # explanation name -> summed contribution (word:..., links:..., ...)
-    by_token: np.ndarray  # per word occurrence of the normalised text
+    names: list[str]  # explanation names (word:..., links:..., ...)
+    by_name: np.ndarray  # summed contribution of each name
+    by_token: np.ndarray | None  # per word occurrence of the normalised text, when asked for
     words: list[str]
 
 
@@ -44,19 +45,22 @@ class Scorer:
     def probability(self, comment: Any) -> float:
         return sigmoid(self.decision_value(extract(comment, self.config)))
 
-    def contributions(self, ex: Extraction) -> Contributions:
-        """Split the decision value among named sources; needs an extraction made with explain=True."""
+    def contributions(self, ex: Extraction, per_token: bool = False) -> Contributions:
+        """Split the decision value among named sources; needs an extraction made with explain=True.
+        `per_token` also splits it among word occurrences (for highlighting)."""
         prov = ex.provenance
         if prov is None:
             raise ValueError("contributions need extract(..., explain=True)")
         z = self.decision_value(ex)
         bias = -(self.a * self.intercept + self.b)
-        contrib = (-self.a) * self.coef[prov.indices] * prov.values
+        contrib = self.coef[prov.indices] * prov.values
+        contrib *= -self.a
         per_name = np.bincount(prov.owner, weights=contrib, minlength=len(prov.names))
-        by_name = dict(zip(prov.names, per_name.tolist()))
-        in_word = prov.token >= 0
-        by_token = np.bincount(prov.token[in_word], weights=contrib[in_word], minlength=len(prov.words))
-        return Contributions(z, bias, by_name, by_token, prov.words)
+        by_token = None
+        if per_token:
+            in_word = prov.token >= 0
+            by_token = np.bincount(prov.token[in_word], weights=contrib[in_word], minlength=len(prov.words))
+        return Contributions(z, bias, prov.names, per_name, by_token, prov.words)
 
 
 def sigmoid(z: float) -> float:
@@ -70,9 +74,8 @@ def sigmoid(z: float) -> float:
 def top_reasons(c: Contributions, top: int) -> list[dict[str, Any]]:
     """The `top` largest contributions by magnitude, then "(bias)" and "(other signals)", summing to the
     decision value."""
-    items = [(name, w) for name, w in c.by_name.items() if w != 0.0]
-    items.sort(key=lambda kv: -abs(kv[1]))
-    shown = items[:max(top, 0)]
+    order = np.argsort(-np.abs(c.by_name), kind="stable")[:max(top, 0)].tolist()
+    shown = [(c.names[j], w) for j, w in zip(order, c.by_name[order].tolist()) if w != 0.0]
     reasons = [{"signal": name, "weight": w} for name, w in shown]
     reasons.append({"signal": "(bias)", "weight": c.bias})
     # The remainder is taken against the decision value itself, so the list adds up to it exactly.

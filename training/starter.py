@@ -32,7 +32,7 @@ DATASETS = Path(os.environ.get("WINNOW_SHARED_DIR", ROOT.parent / "shared")) / "
 CORPORA = ("youtube",)
 SEED = 20261128
 
-STARTER_SHA256 = ""
+STARTER_SHA256 = "8f4a744a91bb1c634c9a97c948764137c9d5a5880303185232f809a8d5095907"
 
 
 def load_starter(secret: str | bytes | None = None) -> Model:
