@@ -23,6 +23,8 @@ from pathlib import Path
 
 import redis
 
+from training import rediskeys as keys
+
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out"
 DATASETS = Path(os.environ.get("WINNOW_SHARED_DIR", ROOT.parent / "shared")) / "datasets"
@@ -144,9 +146,12 @@ def label_to_served(url: str, client: redis.Redis, n: int, pool, workdir: Path, 
         labels.after_labels(client, settings, records)
         deadline = t0 + FULL_TIMEOUT
         while serving.version == before and time.perf_counter() < deadline:
+            if client.llen(keys.RETRAIN_RUNS) and json.loads(client.lindex(keys.RETRAIN_RUNS, 0))[
+                    "decision"] != "promote":
+                break  # the gate kept the champion: nothing new will be served
             time.sleep(0.01)
         latency = time.perf_counter() - t0
-        runs = [json.loads(x) for x in client.lrange("winnow:retrain:runs", 0, 0)]
+        runs = [json.loads(x) for x in client.lrange(keys.RETRAIN_RUNS, 0, 0)]
         run = runs[0] if runs else {}
         return {"labels": n, "served": serving.version != before, "seconds": round(latency, 2),
                 "mode": run.get("mode"), "decision": run.get("decision"), "why": run.get("why"),
