@@ -20,6 +20,7 @@ logger = logging.getLogger("winnow.request")
 
 REQUEST_ID_HEADER = "X-Request-ID"
 # A caller's id is echoed only when it is short and plain, so it can neither forge log lines nor bloat them.
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _SAFE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
@@ -62,7 +63,8 @@ def _finished(response: Response) -> Response:
     rule = request.url_rule
     route = rule.rule if rule is not None else "<unmatched>"
     status = response.status_code
-    metrics.REQUEST_LATENCY.labels(route=route, method=request.method, status=str(status)).observe(duration)
+    method = request.method if request.method in _METHODS else "OTHER"  # a client must not mint label values
+    metrics.REQUEST_LATENCY.labels(route=route, method=method, status=str(status)).observe(duration)
     if status == 429:
         metrics.RATE_LIMITED.inc()
     rid = request_id()

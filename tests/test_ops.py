@@ -126,6 +126,14 @@ def test_unsafe_request_id_is_replaced_and_refusals_are_logged_too(tmp_path, r, 
     assert [ln["status"] for ln in request_log if ln["request_id"] == rid] == [401]
 
 
+def test_metric_labels_stay_bounded_whatever_the_client_sends(tmp_path):
+    client = make_app(tmp_path, dead_redis_url()).test_client()
+    client.open("/no/such/page/12345", method="BREW")
+    text = client.get("/metrics").data.decode()
+    assert _sample(text, "winnow_http_request_duration_seconds_count", method="OTHER", route="<unmatched>") == 1
+    assert "BREW" not in text and "12345" not in text
+
+
 # ---- OpenAPI -----------------------------------------------------------------------------------------------------
 def test_openapi_describes_every_api_route_with_its_roles(tmp_path):
     app = make_app(tmp_path, dead_redis_url())
