@@ -25,7 +25,7 @@ from sklearn.model_selection import StratifiedKFold
 
 from training.evaluation import metrics
 from training.model import train
-from training.schema import Comment
+from training.starter import corpus_comment, dedupe, read_corpus
 
 ROOT = Path(__file__).resolve().parent.parent
 DATASETS = Path(os.environ.get("WINNOW_SHARED_DIR", ROOT.parent / "shared")) / "datasets"
@@ -37,31 +37,13 @@ SEED = 20261128
 Scorer = Callable[[list[dict], list[dict]], np.ndarray]  # (train rows, test rows) -> spam scores of test rows
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    with open(path, encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
-
-
-def dedupe(rows: list[dict]) -> list[dict]:
-    """First occurrence of each exact text (no corpus here has a text with conflicting labels)."""
-    seen: set[str] = set()
-    out = []
-    for r in rows:
-        if r["text"] not in seen:
-            seen.add(r["text"])
-            out.append(r)
-    return out
-
-
 def split_clean(train_rows: list[dict], test_rows: list[dict]) -> tuple[list[dict], list[dict]]:
     test = dedupe(test_rows)
     test_texts = {r["text"] for r in test}
     return [r for r in dedupe(train_rows) if r["text"] not in test_texts], test
 
 
-def as_comment(r: dict) -> Comment:
-    # Only the text and the author's display name: the Eminem `date` field leaks the label.
-    return Comment(content=r["text"], author=r.get("author", ""))
+as_comment = corpus_comment
 
 
 # -- the contenders ----------------------------------------------------------------------------------------------
@@ -69,7 +51,8 @@ def as_comment(r: dict) -> Comment:
 def winnow(extra: Sequence[dict] = ()) -> Scorer:
     def run(train_rows: list[dict], test_rows: list[dict]) -> np.ndarray:
         rows = list(train_rows) + [r for r in dedupe(list(extra)) if r["text"] not in {t["text"] for t in test_rows}]
-        model = train([as_comment(r) for r in rows], [r["label"] for r in rows], seed=SEED)
+        model = train([as_comment(r) for r in rows], [r["label"] for r in rows], seed=SEED,
+                      sources=[r.get("source", "sms") for r in rows])
         return model.predict_proba([as_comment(r) for r in test_rows])
     return run
 
@@ -183,7 +166,7 @@ def main() -> str:
     yt_path, sms_path = DATASETS / "youtube" / "youtube.jsonl", DATASETS / "sms-spam" / "sms-spam.jsonl"
     if not yt_path.exists() or not sms_path.exists():
         raise SystemExit(f"shared datasets not found under {DATASETS}: the accuracy benchmark needs them")
-    youtube, sms = read_jsonl(yt_path), read_jsonl(sms_path)
+    youtube, sms = read_corpus("youtube", DATASETS), read_corpus("sms-spam", DATASETS)
     have_bogo = bogofilter_path() is not None
     if not have_bogo:
         print("bogofilter is NOT installed (Debian package: apt-get install bogofilter): its rows are skipped",

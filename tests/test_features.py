@@ -152,3 +152,12 @@ def test_links_to_a_moment_of_a_video():
     found = keys('<a href="http://www.youtube.com/watch?v=KQ6zr6kCPj8&amp;t=2m19s">2:19</a> best part')
     assert {"link_timestamp", "domain:youtube.com"} <= found
     assert "link_timestamp" not in keys("watch my video http://www.youtube.com/watch?v=abc")
+
+
+def test_links_to_the_page_being_commented_on():
+    page = "https://www.youtube.com/watch?v=9bZkp7q19f0"
+    assert "link_to_this_page" in keys("best part http://youtu.be/9bZkp7q19f0", permalink=page)
+    assert "link_to_this_page" not in keys("see http://youtu.be/otherVideo1", permalink=page)
+    blog = "https://blog.example.org/2024/05/my-post/"
+    assert "link_to_this_page" in keys("as said in https://blog.example.org/2024/05/my-post#c3", permalink=blog)
+    assert "link_to_this_page" not in keys("nice post https://blog.example.org/2024/05/my-post")

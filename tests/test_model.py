@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import require_datasets
-from training.model import Model, Verdict, encode_labels, train
+from training.model import C_GRID, Model, Verdict, encode_labels, train
 
 SPAMMY = "Check out my channel and SUBSCRIBE!!! http://bit.ly/free-money win cash now"
 HAMMY = "This song brings back so many memories, I love the chorus"
@@ -110,5 +110,8 @@ def test_choosing_c_by_cross_validation():
              "lovely song", "great video", "nice voice", "beautiful melody"] * 3
     labels = (["spam"] * 4 + ["ham"] * 4) * 3
     m = train(texts, labels)
-    assert m.meta["classifier"]["C"] in (3.0, 10.0, 30.0)
-    assert m.meta["classifier"]["C_cv_log_loss"]
+    assert m.meta["classifier"]["C"] in C_GRID
+    assert set(m.meta["classifier"]["C_cv_log_loss"]) == {str(c) for c in C_GRID}
+    # With three or more sources the folds leave whole sources out.
+    grouped = train(texts, labels, sources=["a", "b", "c"] * 8)
+    assert grouped.meta["sources"] == {s: {"spam": 4, "ham": 4} for s in "abc"}

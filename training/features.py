@@ -13,6 +13,7 @@ import re
 import unicodedata
 import zlib
 from typing import Any, Iterable, NamedTuple, Sequence
+from urllib.parse import parse_qsl, urlsplit
 
 import numpy as np
 import scipy.sparse as sp
@@ -195,6 +196,27 @@ def _host(url: str) -> str:
     return host
 
 
+def _page_ids(permalink: str) -> tuple[str, ...]:
+    """Strings that identify a page in links to it: host + path, the last path segment and long query values
+    (a video id in ?v=...), lower-cased."""
+    parts = urlsplit(permalink.strip().lower())
+    host = parts.netloc.rsplit("@", 1)[-1].split(":", 1)[0].removeprefix("www.")
+    path = parts.path.rstrip("/")
+    ids = set()
+    if host and len(path) > 1:
+        ids.add(host + path)
+        last = path.rsplit("/", 1)[-1]
+        if len(last) >= 6:
+            ids.add(last)
+    ids.update(v for _, v in parse_qsl(parts.query) if len(v) >= 6)
+    return tuple(ids)
+
+
+def _links_to_page(urls: list[str], permalink: str) -> bool:
+    ids = _page_ids(permalink)
+    return any(i in u for u in urls for i in ids)
+
+
 def _bucket(n: int, top: int) -> str:
     return str(n) if n < top else f"{top}+"
 
@@ -232,7 +254,10 @@ def signals(comment: Comment, norm: Normalised, config: FeatureConfig) -> list[S
                 add(Signal("tld:" + tld, 1.0))
             if hosts & _SHORTENERS:
                 add(Signal("shortener", 1.0))
-        # A link to a moment of a video ("&t=2m19s") is how viewers quote the video they comment on.
+        # Commenters quote the page they comment on (a link to it, or to a moment of a video: "&t=2m19s");
+        # spam links elsewhere.
+        if urls and comment.permalink and _links_to_page(urls, comment.permalink):
+            add(Signal("link_to_this_page", 1.0))
         if any(_TIMESTAMP_RE.search(u) for u in urls):
             add(Signal("link_timestamp", 1.0))
         if obfuscated or spaced:

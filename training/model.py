@@ -21,14 +21,14 @@ import scipy.sparse as sp
 import sklearn
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedKFold, cross_val_predict
+from sklearn.model_selection import GroupKFold, StratifiedKFold, cross_val_predict
 from sklearn.pipeline import Pipeline
 
 from training.features import DEFAULT_CONFIG, FeatureConfig, Featurizer, as_comment, extract
 from training.schema import Comment
 from training.scorer import Scorer, sigmoid, top_reasons, word_highlights
 
-C_GRID = (3.0, 10.0, 30.0)
+C_GRID = (3.0, 10.0, 30.0, 100.0)
 SPAM, HAM = 1, 0
 
 
@@ -186,15 +186,24 @@ def _cv_folds(y: np.ndarray, max_folds: int = 5) -> int:
     return max(2, min(max_folds, smallest))
 
 
-def choose_c(X, y: np.ndarray, sample_weight=None, grid: Sequence[float] = C_GRID, seed: int = 0) -> tuple[float, dict]:
-    """The inverse regularisation strength with the best out-of-fold log loss (inside the given data only)."""
-    folds = StratifiedKFold(_cv_folds(y, 3), shuffle=True, random_state=seed)
+def choose_c(X, y: np.ndarray, sample_weight=None, grid: Sequence[float] = C_GRID, seed: int = 0,
+             groups: Sequence[str] | None = None) -> tuple[float, dict]:
+    """The inverse regularisation strength with the best out-of-fold log loss (inside the given data only).
+
+    With three or more groups (sources: videos, sites) the folds leave whole groups out, which is what a model
+    meets in service (a new site, a new page); otherwise they are stratified random folds."""
+    if groups is not None and len(set(groups)) >= 3 and all(
+            len(set(y[np.asarray(groups) == g])) == 2 for g in set(groups)):
+        folds = GroupKFold(min(5, len(set(groups))))
+        split = list(folds.split(X, y, groups=np.asarray(groups)))
+    else:
+        split = list(StratifiedKFold(_cv_folds(y, 3), shuffle=True, random_state=seed).split(X, y))
+    wts = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight)
     scores = {}
     for c in grid:
-        p = cross_val_predict(_classifier(c), X, y, cv=folds, method="predict_proba",
+        p = cross_val_predict(_classifier(c), X, y, cv=split, method="predict_proba",
                               params={"sample_weight": sample_weight} if sample_weight is not None else None)[:, 1]
         p = np.clip(p, 1e-12, 1 - 1e-12)
-        wts = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight)
         scores[c] = float(-np.sum(wts * (y * np.log(p) + (1 - y) * np.log(1 - p))) / np.sum(wts))
     best = min(scores, key=lambda c: (scores[c], c))
     return best, {str(c): round(v, 5) for c, v in scores.items()}
@@ -225,8 +234,9 @@ def _classifier(c: float) -> LogisticRegression:
 def train(comments: Sequence[Comment | dict | str], labels: Sequence[Any], sample_weight: Sequence[float] | None = None,
           config: FeatureConfig | None = None, progress: bool = False, *, C: float | None = None,
           sources: Sequence[str] | None = None, seed: int = 0) -> Model:
-    """Fit a calibrated model. `C` None picks it by cross-validation inside this data; `sources` (one per comment,
-    e.g. "youtube:Psy") only feeds the metadata's counts, which otherwise use each comment's `site`."""
+    """Fit a calibrated model. `C` None picks it by cross-validation inside this data. `sources` (one per comment,
+    e.g. "youtube:Psy"; default each comment's `site`) feed the metadata's counts and, when there are three or
+    more, make that cross-validation leave whole sources out."""
     config = config or DEFAULT_CONFIG
     items = [as_comment(c) for c in comments]
     y = encode_labels(labels)
@@ -240,9 +250,10 @@ def train(comments: Sequence[Comment | dict | str], labels: Sequence[Any], sampl
         X = featurizer.transform(tqdm(items, desc="features", unit="comment"))
     else:
         X = featurizer.transform(items)
+    srcs = list(sources) if sources is not None else [c.site or "unknown" for c in items]
     cv_scores = None
     if C is None:
-        C, cv_scores = choose_c(X, y, sw, seed=seed)
+        C, cv_scores = choose_c(X, y, sw, seed=seed, groups=srcs)
     calibrated = CalibratedClassifierCV(
         _classifier(C), method="sigmoid", ensemble=False,
         cv=StratifiedKFold(_cv_folds(y), shuffle=True, random_state=seed),
@@ -250,7 +261,6 @@ def train(comments: Sequence[Comment | dict | str], labels: Sequence[Any], sampl
     calibrated.fit(X, y, sample_weight=sw)
     pipeline = Pipeline([("features", featurizer), ("classifier", calibrated)])
 
-    srcs = list(sources) if sources is not None else [c.site or "unknown" for c in items]
     by_source: dict[str, dict[str, int]] = {}
     for s, v in zip(srcs, y):
         d = by_source.setdefault(s, {"spam": 0, "ham": 0})

@@ -32,7 +32,7 @@ DATASETS = Path(os.environ.get("WINNOW_SHARED_DIR", ROOT.parent / "shared")) / "
 CORPORA = ("youtube",)
 SEED = 20261128
 
-STARTER_SHA256 = "8f4a744a91bb1c634c9a97c948764137c9d5a5880303185232f809a8d5095907"
+STARTER_SHA256 = "450610f9604909b89a36f5f72a35f7f7b019caad123b981a289b85c30976c903"
 
 
 def load_starter(secret: str | bytes | None = None) -> Model:
@@ -64,29 +64,36 @@ def starter_artifact() -> tuple[bytes, dict[str, Any]]:
     return data, meta
 
 
-def _read(name: str) -> list[dict]:
-    with open(DATASETS / name / f"{name}.jsonl", encoding="utf-8") as fh:
+def read_corpus(name: str, root: Path | None = None) -> list[dict]:
+    """Rows of a shared corpus's normalised JSONL file (`text`, `label`, optional `author`, `source`, ...)."""
+    with open((root or DATASETS) / name / f"{name}.jsonl", encoding="utf-8") as fh:
         return [json.loads(line) for line in fh if line.strip()]
 
 
-def _dedupe(rows: list[dict]) -> list[dict]:
+def dedupe(rows: list[dict]) -> list[dict]:
+    """First occurrence of each exact text (the shared corpora have no text with conflicting labels)."""
     seen: set[str] = set()
     return [r for r in rows if not (r["text"] in seen or seen.add(r["text"]))]
 
 
-def _comment(r: dict) -> Comment:
-    return Comment(content=r["text"], author=r.get("author", ""))  # never the label-leaking `date`
+def corpus_comment(row: dict) -> Comment:
+    """A corpus row as a Comment: text, author name and, for YouTube, the video as the page commented on.
+    Never the Eminem `date` field, which leaks the label."""
+    video = row.get("video_id")
+    permalink = f"https://www.youtube.com/watch?v={video}" if video else ""
+    return Comment(content=row["text"], author=row.get("author", ""), permalink=permalink)
 
 
 def leave_one_video_out(rows: list[dict]) -> dict[str, Any]:
     """Mean metrics over the YouTube videos, each scored by a model trained on the others."""
     per_video = {}
     for video in sorted({r["source"] for r in rows}):
-        test = _dedupe([r for r in rows if r["source"] == video])
+        test = dedupe([r for r in rows if r["source"] == video])
         texts = {r["text"] for r in test}
         train_rows = [r for r in rows if r["source"] != video and r["text"] not in texts]
-        model = train([_comment(r) for r in train_rows], [r["label"] for r in train_rows], seed=SEED)
-        per_video[video] = metrics([r["label"] for r in test], model.predict_proba([_comment(r) for r in test]))
+        model = train([corpus_comment(r) for r in train_rows], [r["label"] for r in train_rows], seed=SEED,
+                      sources=[r["source"] for r in train_rows])
+        per_video[video] = metrics([r["label"] for r in test], model.predict_proba([corpus_comment(r) for r in test]))
     keys = ("accuracy", "precision", "recall", "f1", "mcc", "roc_auc", "recall_at_fpr_0_005")
     mean = {k: float(np.mean([m[k] for m in per_video.values()])) for k in keys}
     return {"mean": mean, "per_video": per_video}
@@ -95,10 +102,10 @@ def leave_one_video_out(rows: list[dict]) -> dict[str, Any]:
 def build(out: Path = STARTER_PATH, evaluate: bool = True) -> dict[str, Any]:
     rows = []
     for name in CORPORA:
-        rows.extend(_read(name))
-    rows = _dedupe(rows)
+        rows.extend(read_corpus(name))
+    rows = dedupe(rows)
     print(f"training the starter model on {len(rows)} distinct texts from {', '.join(CORPORA)}", flush=True)
-    model = train([_comment(r) for r in rows], [r["label"] for r in rows], progress=True,
+    model = train([corpus_comment(r) for r in rows], [r["label"] for r in rows], progress=True,
                   sources=[r.get("source", r["id"].rsplit("-", 1)[0]) for r in rows], seed=SEED)
     if evaluate:
         print("evaluating: YouTube leave-one-video-out", flush=True)
