@@ -343,7 +343,8 @@ def _char_hashes(text: str, lo: int, hi: int) -> np.ndarray:
     width = hi - lo + 1
     cps = np.frombuffer((" " + text + " " * hi).encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
     rows = cps.shape[0] - hi + 1
-    windows = np.lib.stride_tricks.as_strided(cps, shape=(rows, hi), strides=(8, 8), writeable=False)
+    # Overlapping windows as a view of the same buffer (np.ndarray directly: as_strided costs more per call).
+    windows = np.ndarray((rows, hi), np.uint64, cps, 0, (8, 8))
     return (windows @ _powers(lo, hi)).reshape(rows * width)
 
 
