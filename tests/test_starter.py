@@ -43,3 +43,19 @@ def test_a_missing_starter_says_how_to_build_it(tmp_path, monkeypatch):
     monkeypatch.setattr(starter, "STARTER_PATH", tmp_path / "absent.joblib")
     with pytest.raises(ArtifactError, match="make starter-model"):
         starter.load_starter()
+
+
+def test_corpora_are_the_starter_training_data():
+    from tests.conftest import require_datasets
+
+    require_datasets()
+    comments, labels = starter.corpora()
+    _, meta = starter.starter_artifact()
+    assert len(comments) == len(labels) == meta["counts"]["spam"] + meta["counts"]["ham"]
+    assert labels.count("spam") == meta["counts"]["spam"]
+    assert comments[0].permalink.startswith("https://www.youtube.com/watch?v=")
+
+
+def test_corpora_say_when_the_shared_data_is_absent(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        starter.corpora(tmp_path)

@@ -84,6 +84,16 @@ def corpus_comment(row: dict) -> Comment:
     return Comment(content=row["text"], author=row.get("author", ""), permalink=permalink)
 
 
+def corpora(root: Path | None = None) -> tuple[list[Comment], list[str]]:
+    """The starter's training data (deduplicated comments of CORPORA and their labels), for retraining a site's
+    model on top of it. FileNotFoundError when the shared corpora are not on this machine."""
+    rows = []
+    for name in CORPORA:
+        rows.extend(read_corpus(name, root))
+    rows = dedupe(rows)
+    return [corpus_comment(r) for r in rows], [r["label"] for r in rows]
+
+
 def leave_one_video_out(rows: list[dict]) -> dict[str, Any]:
     """Mean metrics over the YouTube videos, each scored by a model trained on the others."""
     per_video = {}
