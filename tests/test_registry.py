@@ -277,3 +277,24 @@ def test_retrain_and_job_endpoints(http, r):
     assert http("POST", "/api/v1/models/retrain", "moderator").status_code == 403
     bad = http("POST", "/api/v1/models/retrain", "admin", {"full": "yes"})
     assert bad.status_code == 400 and bad.get_json()["error"]["field"] == "full"
+
+
+def test_cli_lists_promotes_and_rolls_back(registry, models, settings, monkeypatch, capsys):
+    from training.cli import main
+
+    for name, value in {"WINNOW_REDIS_URL": LOOP_REDIS_URL, "WINNOW_SECRET_KEY": SECRET,
+                        "WINNOW_MODELS_DIR": str(settings.models_dir), "WINNOW_DATA_DIR": str(settings.data_dir)}.items():
+        monkeypatch.setenv(name, value)
+    v1 = registry.publish(models[0], {"kind": "test"}, promoted_by="t", reason="one", promote=True)
+    v2 = registry.publish(models[1], {"kind": "test"}, promoted_by="t", reason="two")
+    assert main(["models", "list"]) == 0
+    out = capsys.readouterr().out
+    assert f"* {v1}" in out and f"  {v2}" in out
+    assert main(["models", "promote", v2, "--reason", "try it"]) == 0
+    assert registry.current_version() == v2 and registry.get(v2)["promoted_by"].startswith("cli")
+    assert main(["models", "rollback"]) == 0 and registry.current_version() == v1
+    assert main(["models", "show", "v999"]) == 4
+    assert "no model version" in capsys.readouterr().err
+    assert main(["retrain"]) == 0
+    job_id = capsys.readouterr().out.strip()
+    assert job_id.startswith("retrain-")
