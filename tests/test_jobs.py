@@ -335,3 +335,35 @@ def test_a_few_new_labels_update_the_champion_incrementally(r, settings, backwar
     run_burst(r, settings)
     refit = jobs.job_status(r, third)["result"]
     assert refit["mode"] == "full"
+
+
+def test_starter_corpora_join_as_a_lighter_base_or_are_skipped_when_absent(r, settings, backwards_model,
+                                                                           monkeypatch, tmp_path):
+    import training.starter as starter
+
+    seed_champion(r, settings, backwards_model)
+    store_labels(r, campaign(60, seed=19))
+    settings_with_base = dataclasses.replace(settings, use_starter_corpora=True)
+    seen = []
+    real_train = jobs._train
+
+    def recording_train(comments, y, weights, C=None):
+        seen.append(None if weights is None else sorted(set(weights.round(4))))
+        return real_train(comments, y, weights, C=C)
+
+    monkeypatch.setattr(jobs, "_train", recording_train)
+    base = [(c, label) for c, label in campaign(20, seed=20, start=5000)]
+    monkeypatch.setattr(starter, "corpora", lambda: ([c for c, _ in base], [label for _, label in base]))
+    record = jobs.run_retrain(r, settings_with_base, full=True)
+    assert record["counts"]["base"] == 20 and record["decision"] == "promote"
+    assert all(w is not None and max(w) == 1.0 and min(w) < 1.0 for w in seen)  # base weighted below labels
+
+    def absent():
+        raise FileNotFoundError(tmp_path / "datasets")
+
+    monkeypatch.setattr(starter, "corpora", absent)
+    seen.clear()
+    store_labels(r, campaign(20, seed=21, start=9000), start_at=1_800_000_000.0)
+    record = jobs.run_retrain(r, settings_with_base, full=True)
+    assert record["counts"]["base"] == 0 and record["decision"] in ("promote", "reject")
+    assert seen and all(w is None for w in seen)
