@@ -293,7 +293,9 @@ def test_starter_path_goes_through_load_starter(trained, capsys, monkeypatch):
         calls.append(1)
         return artifacts.load(trained, SECRET)
 
-    monkeypatch.setitem(sys.modules, "training.starter", types.SimpleNamespace(load_starter=load_starter))
+    from training import starter
+
+    monkeypatch.setattr(starter, "load_starter", load_starter)
     monkeypatch.setenv("WINNOW_SECRET_KEY", "not-the-one-that-signed-it")
     for model in ("starter", str(ROOT / "models" / "starter.joblib")):
         code, out, err = run(["score", "--model", model], capsys, '{"content": "hi"}\n', monkeypatch)

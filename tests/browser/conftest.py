@@ -15,8 +15,10 @@ def live(tmp_path_factory):
     winnow.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser(live):
+    # Package scope: Playwright's sync API keeps an event loop running in this thread while it is open, which
+    # would break asyncio.run() in tests collected after the browser package.
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
