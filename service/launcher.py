@@ -25,12 +25,13 @@ import redis
 from honcho.environ import expand_processes, parse_procfile
 from honcho.manager import Manager
 
-from training.settings import ROOT, Settings
+from training.settings import EMBEDDED_REDIS_STATE, ROOT, Settings
 
 DEFAULT_REDIS_PORT = 6390
 DEFAULT_BIND = "127.0.0.1:8000"
 DEMO_SITE = "http://demo.localhost"
-_STATE_FILE = "embedded.json"  # pid and port of the embedded server, to find one a killed launcher left behind
+# pid and port of the embedded server: to find one a killed launcher left behind, and for `winnow` commands
+_STATE_FILE = EMBEDDED_REDIS_STATE.name
 
 
 class LaunchError(RuntimeError):

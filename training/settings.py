@@ -6,6 +6,7 @@ a single machine; a deployment with several machines sets WINNOW_SECRET_KEY to t
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import secrets
 from pathlib import Path
@@ -56,6 +57,10 @@ class Settings:
         env = os.environ if env is None else env
         values: dict = {}
         url = env.get("WINNOW_REDIS_URL") or env.get("REDIS_URL")
+        if not url:
+            # `make run` without REDIS_URL runs an embedded Redis and notes its port under the data dir, so a
+            # `winnow` command in another terminal reaches the same deployment.
+            url = embedded_redis_url(Path(env.get("WINNOW_DATA_DIR") or cls.data_dir))
         if url:
             values["redis_url"] = url
         for field in dataclasses.fields(cls):
@@ -79,6 +84,18 @@ class Settings:
         if not settings.secret_key:
             settings = dataclasses.replace(settings, secret_key=load_secret(settings.data_dir))
         return settings
+
+
+EMBEDDED_REDIS_STATE = Path("redis") / "embedded.json"  # written by service.launcher while its Redis runs
+
+
+def embedded_redis_url(data_dir: Path) -> str | None:
+    """The URL of the embedded Redis `make run` started for this data dir, if one is running."""
+    try:
+        state = json.loads((Path(data_dir) / EMBEDDED_REDIS_STATE).read_text())
+        return f"redis://127.0.0.1:{int(state['port'])}/0"
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def load_secret(data_dir: Path) -> str:
