@@ -14,9 +14,11 @@ from flask import Flask, g, request, session
 
 from service.context import services
 from service.http import ApiError
+from training import rediskeys
 from training.apikeys import KeyRecord, normalise_site
 
-SESSION_KEY = "winnow_key_id"
+SESSION_KEY = "winnow_session"
+SESSION_SECONDS = 12 * 3600  # a console session's lifetime, as the cookie's
 CSRF_SESSION_KEY = "winnow_csrf"
 CSRF_HEADER = "X-CSRF-Token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -40,9 +42,12 @@ def authenticate() -> KeyRecord | None:
             raise ApiError(401, "unauthorized", "unknown or revoked key", field="Authorization", headers=_CHALLENGE)
         g.principal, g.auth_via = record, "bearer"
         return record
-    key_id = session.get(SESSION_KEY) if request.cookies else None
-    if key_id:
-        record = services().keys.get(str(key_id))
+    session_id = session.get(SESSION_KEY) if request.cookies else None
+    if session_id:
+        key_id = session_key_id()
+        if key_id is None:  # the cookie stays as it is: asking again must give the same answer
+            raise ApiError(401, "unauthorized", "the console session ended; sign in again", headers=_CHALLENGE)
+        record = services().keys.get(key_id)
         if record is None:
             session.clear()
             raise ApiError(401, "unauthorized", "the session's key was revoked; sign in again", headers=_CHALLENGE)
@@ -99,16 +104,34 @@ def site_scope(principal: KeyRecord, requested_site: str | None = None, *, field
     return requested
 
 
-def sign_in(record: KeyRecord) -> str:
-    """Start a console session for a key (the console checked the token); returns the CSRF token to embed."""
+def sign_in(record: KeyRecord, lifetime_seconds: int = SESSION_SECONDS) -> str:
+    """Start a console session for a key (the console checked the token); returns the CSRF token to embed.
+
+    The cookie carries only a random session id; the session itself lives in Redis, so signing out ends it
+    everywhere, even for a copy of the cookie.
+    """
     session.clear()
-    session[SESSION_KEY] = record.id
+    session_id = secrets.token_urlsafe(32)
+    services().redis.set(rediskeys.CONSOLE_SESSION.format(id=session_id), record.id, ex=lifetime_seconds)
+    session[SESSION_KEY] = session_id
     session[CSRF_SESSION_KEY] = secrets.token_urlsafe(32)
     return session[CSRF_SESSION_KEY]
 
 
+def session_key_id() -> str | None:
+    """The key id the request's console session signed in with; None without a session or when it has ended."""
+    session_id = session.get(SESSION_KEY)
+    if not isinstance(session_id, str):
+        return None
+    key_id = services().redis.get(rediskeys.CONSOLE_SESSION.format(id=session_id))
+    return None if key_id is None else key_id.decode()
+
+
 def sign_out() -> None:
+    session_id = session.get(SESSION_KEY)
     session.clear()
+    if session_id:
+        services().redis.delete(rediskeys.CONSOLE_SESSION.format(id=session_id))
 
 
 def csrf_token() -> str:

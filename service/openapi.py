@@ -235,7 +235,7 @@ _API_PATHS: dict[str, dict] = {
         "Serve the previously promoted version again", _ADMIN, {"200": _ok(_ref("PromoteEvent")), "409": _ERR},
         body=_REASON_BODY, tag="models")},
     "/api/v1/models/retrain": {"post": _op(
-        "Retrain now (one run at a time; a request during a run queues exactly one follow-up)", _ADMIN,
+        "Retrain now (one run at a time; a request during a run queues exactly one follow-up)", _MOD,
         {"202": _ok(_ref("JobAccepted"), "Accepted; poll status_url")}, body=_REASON_BODY, tag="models")},
     "/api/v1/jobs/{job_id}": {"get": _op(
         "A background job's status and progress", _MOD, {"200": _ok(_ref("Job")), "404": _ERR}, tag="models",

@@ -9,6 +9,7 @@ import pytest
 from service import auth
 from service.app import connect, create_app
 from tests.service_support import HAM, SPAM, PrivateRedis, service_db, service_redis_url, small_model  # noqa: F401
+from training import rediskeys
 from training.registry import ServingModel
 from training.settings import Settings
 
@@ -330,8 +331,9 @@ def test_overturns_are_counted_for_the_learning_loop(api, app):
 
 def test_console_session_needs_csrf_for_writes(api, app, keys):
     record = app.extensions["winnow"].keys.authenticate(keys["mod"])
+    app.extensions["winnow"].redis.set(rediskeys.CONSOLE_SESSION.format(id="session-1"), record.id)
     with api.client.session_transaction() as sess:
-        sess[auth.SESSION_KEY] = record.id
+        sess[auth.SESSION_KEY] = "session-1"
         sess[auth.CSRF_SESSION_KEY] = "token-123"
     cid = api("POST", "/api/v1/check", "a", {"content": SPAM[0]}).get_json()["id"]
     api.flush()

@@ -156,6 +156,19 @@ def test_state_changes_need_the_csrf_header_and_sign_out_ends_the_session(app, k
     assert client.get("/api/v1/queue").status_code == 401
 
 
+def test_sign_out_ends_the_session_even_for_a_copied_cookie(app, keys):
+    client = app.test_client()
+    csrf = sign_in(client, keys["moderator"])
+    cookie = client.get_cookie("winnow_console")
+    thief = app.test_client()
+    thief.set_cookie(cookie.key, cookie.value)
+    assert thief.get("/api/v1/queue").status_code == 200
+    assert client.post("/moderate/sign-out", data={"csrf": csrf}).status_code == 303
+    r = thief.get("/api/v1/queue")
+    assert r.status_code == 401 and "sign in again" in r.get_json()["error"]["message"]
+    assert thief.get("/moderate/queue").status_code == 302
+
+
 def test_revoked_token_ends_its_sessions(app, keys):
     client = app.test_client()
     sign_in(client, keys["moderator"])

@@ -274,7 +274,7 @@ def test_retrain_and_job_endpoints(http, r):
     assert status["status"] == "queued" and status["reason"] == "try it" and status["progress"] == 0.0
     assert http("GET", "/api/v1/jobs/nope", "moderator").status_code == 404
     assert http("GET", f"/api/v1/jobs/{'x' * 100}", "moderator").status_code == 404
-    assert http("POST", "/api/v1/models/retrain", "moderator").status_code == 403
+    assert http("POST", "/api/v1/models/rollback", "moderator").status_code == 403
     bad = http("POST", "/api/v1/models/retrain", "admin", {"full": "yes"})
     assert bad.status_code == 400 and bad.get_json()["error"]["field"] == "full"
 

@@ -11,6 +11,8 @@ KEYS_INDEX = PREFIX + "keys"                  # set of digests
 KEY_IDS = PREFIX + "keyids"                   # hash: public key id -> digest
 SITE = PREFIX + "site:{site}"                 # hash: per-site settings (thresholds, shadow mode, unsure policy)
 
+CONSOLE_SESSION = PREFIX + "console:session:{id}"  # string: the key id a console session signed in with (TTL)
+
 # Checked comments (retention-limited) and the moderation queue
 CHECK = PREFIX + "check:{id}"                 # hash: the comment, verdict, score, site, created_at
 # {verdict} is all|ham|unsure|spam and {site} a site URL or "*" for every site (never a URL, so never ambiguous)

@@ -35,8 +35,8 @@ def security_headers(response):
 
 def current_moderator():
     """The signed-in moderator's live key record, or None (no session, key revoked, or not a moderator key)."""
-    key_id = session.get(auth.SESSION_KEY)
-    if not isinstance(key_id, str):
+    key_id = auth.session_key_id()
+    if key_id is None:
         return None
     record = services().keys.get(key_id)
     if record is None or record.role not in ROLES:
@@ -67,7 +67,8 @@ def sign_in():
             elif record.role not in ROLES:
                 error, status = "That is a site key; the console needs a moderator or admin token.", 403
             else:
-                auth.sign_in(record)  # a fresh session: nothing set before sign-in survives it
+                # A fresh session: nothing set before sign-in survives it.
+                auth.sign_in(record, int(console_session.LIFETIME.total_seconds()))
                 session.permanent = True
                 return redirect(_next_page(request.form.get("next")), code=303)
     elif current_moderator() is not None:

@@ -54,7 +54,7 @@ def test_moderator_labels_by_keyboard_undoes_and_retrains_to_a_new_version(live,
                                     {"content": "Nice write-up, thanks", "author": "Tom"}])
     assert len(checked) == 4
 
-    sign_in(page, admin)
+    sign_in(page, live.make_key("moderator", "Mo"))
     page.wait_for_selector("#queue li.card.current")
     assert _card_count(page) == 4
     first_text = _current(page).locator(".content").inner_text()
@@ -179,7 +179,9 @@ def test_sign_out_returns_to_sign_in(live, watched):
     page.wait_for_url("**/moderate/sign-in")
     page.goto("/moderate/queue")
     assert "/moderate/sign-in" in page.url
-    # A plain moderator sees the admin-only model actions disabled.
+    # A plain moderator may ask for a retrain; choosing the serving version is for admins.
     sign_in(page, live.make_key("moderator", "Mo2"))
     page.goto("/moderate/models")
-    assert page.locator("#retrain").is_disabled()
+    page.wait_for_selector("#versions tbody tr")
+    assert page.locator("#rollback").is_disabled()
+    assert not page.locator("#retrain").is_disabled()

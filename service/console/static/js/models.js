@@ -54,7 +54,8 @@ export function start(root) {
   let versions = [];
 
   if (!isAdmin) {
-    for (const b of [retrainBtn, rollbackBtn]) { b.disabled = true; b.title = "needs an admin token"; }
+    rollbackBtn.disabled = true;
+    rollbackBtn.title = "needs an admin token";
   }
 
   function showDetail(v) {
