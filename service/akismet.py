@@ -204,7 +204,10 @@ def _date(value: str) -> str:
         return ""
     if ts.tzinfo is None:
         ts = ts.replace(tzinfo=_dt.timezone.utc)
-    return ts.astimezone(_dt.timezone.utc).isoformat()
+    try:
+        return ts.astimezone(_dt.timezone.utc).isoformat()
+    except OverflowError:  # a date at the edge of the calendar with an offset: ignored like any bad date
+        return ""
 
 
 def _role(value: str) -> str:

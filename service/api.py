@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 from typing import Any, Callable, Iterator
 
 from flask import Blueprint, Flask, Response, jsonify, request, stream_with_context
@@ -77,8 +78,10 @@ def label_check(check_id: str) -> Response:
     return jsonify(_label_ack(stored))
 
 
+# Labels of comments never checked are training data for the model every site shares: moderators only. A site
+# key gives feedback on its own checks (POST /comments/<id>/label) instead.
 @bp.post("/labels")
-@requires("site", "moderator")
+@requires("moderator")
 def post_labels() -> Response:
     body = json_object()
     _only(body, {"items", "site"})
@@ -233,9 +236,13 @@ def _time(name: str) -> float | None:
     if not raw:
         return None
     try:
-        return float(raw)
+        value = float(raw)
     except ValueError:
         pass
+    else:
+        if not math.isfinite(value):
+            raise ValidationError(name, "must be a finite time (epoch seconds or ISO 8601)")
+        return value
     iso = parse_timestamp(raw, name)
     ts = dt.datetime.fromisoformat(iso)
     if ts.tzinfo is None:

@@ -197,7 +197,7 @@ _API_PATHS: dict[str, dict] = {
         description="The moderator is the token's key. A second label relabels; the audit trail keeps both. "
                     "Acknowledged only once Redis accepted it (503 otherwise).")},
     "/api/v1/labels": {
-        "post": _op("Label comments never checked (up to 1,000)", _SITE_ROLES,
+        "post": _op("Label comments never checked (up to 1,000)", _MOD,
                     {"201": _ok({"type": "object", "properties": {
                         "stored": {"type": "integer"}, "labels": {"type": "array", "items": _ref("LabelAck")}}},
                         "Stored")},

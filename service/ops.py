@@ -5,6 +5,7 @@ None of these needs a key or touches the rate limiter; only /readyz talks to Red
 from __future__ import annotations
 
 import functools
+import logging
 import time
 
 import redis
@@ -14,6 +15,8 @@ from redis.retry import Retry
 
 from service import logs, metrics, openapi
 from service.context import services
+
+log = logging.getLogger("winnow.ops")
 
 bp = Blueprint("ops", __name__)
 
@@ -43,7 +46,9 @@ def readyz() -> Response:
         _probe_client(svc.settings.redis_url).ping()
         checks["redis"] = {"ok": True}
     except redis.RedisError as exc:
-        checks["redis"] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+        # The probe is public: name the failure, keep the server's address for the log.
+        log.warning("readyz: Redis is not reachable: %s", exc)
+        checks["redis"] = {"ok": False, "error": type(exc).__name__}
     version, model = svc.serving.snapshot()
     metrics.observe_model(version if model is not None else None)
     checks["model"] = {"ok": model is not None, "version": version}

@@ -278,10 +278,12 @@ def test_post_labels_is_all_or_nothing_with_item_fields(api, r):
     assert not r.keys("winnow:label:*")
     ok = api("POST", "/api/v1/labels", "mod", {"site": SITE_A, "items": items})
     assert ok.status_code == 201 and ok.get_json()["stored"] == 2
-    again = api("POST", "/api/v1/labels", "a", {"items": [{"content": SPAM[0], "label": "ham"}]}).get_json()
+    again = api("POST", "/api/v1/labels", "mod_a", {"items": [{"content": SPAM[0], "label": "ham"}]}).get_json()
     assert again["labels"][0]["previous"] == "spam"  # the same comment again relabels, never duplicates
-    assert api("POST", "/api/v1/labels", "a", {"items": [{"content": "x", "label": "spam",
-                                                           "site": SITE_B}]}).status_code == 403
+    assert api("POST", "/api/v1/labels", "mod_a", {"items": [{"content": "x", "label": "spam",
+                                                               "site": SITE_B}]}).status_code == 403
+    # New training examples feed the model every site shares: a site key gives feedback on its own checks only.
+    assert api("POST", "/api/v1/labels", "a", {"items": [{"content": "x", "label": "spam"}]}).status_code == 403
     no_site = api("POST", "/api/v1/labels", "mod", {"items": [{"content": "x", "label": "spam"}]})
     assert error(no_site)["fields"][0]["field"] == "items[0].site"
     assert api("POST", "/api/v1/labels", "mod", {"site": SITE_A, "items": [
@@ -382,3 +384,17 @@ def test_redis_down_check_still_scores_labels_answer_503_and_recover(tmp_path):
         svc.redis.close()
         svc.redis.connection_pool.disconnect()
         server.stop()
+
+
+@pytest.mark.parametrize("query", ["since=nan", "until=NaN", "since=inf", "since=9999-12-31T23:59:59-23:59",
+                                   "until=0001-01-01T00:00:00%2B05:00", "since=yesterday"])
+def test_label_time_filters_refuse_what_is_not_a_time(api, query):
+    for path in ("/api/v1/labels", "/api/v1/labels/export"):
+        r = api("GET", f"{path}?{query}", "mod")
+        assert r.status_code == 400, (path, query, r.get_data(as_text=True))
+        assert error(r)["field"] == query.split("=")[0]
+
+
+def test_dates_at_the_edge_of_the_calendar_are_a_400_naming_the_field(api):
+    r = api("POST", "/api/v1/check", "a", {"content": "hello", "created_at": "9999-12-31T23:59:59-23:59"})
+    assert r.status_code == 400 and error(r)["field"] == "created_at"

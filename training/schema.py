@@ -173,10 +173,12 @@ def parse_timestamp(value: str, field: str = "created_at") -> str:
         text = text[:-1] + "+00:00"
     try:
         ts = _dt.datetime.fromisoformat(text)
+        if ts.tzinfo is not None:
+            ts = ts.astimezone(_dt.timezone.utc)
     except ValueError:
         raise ValidationError(field, "is not an ISO 8601 timestamp") from None
-    if ts.tzinfo is not None:
-        ts = ts.astimezone(_dt.timezone.utc)
+    except OverflowError:  # e.g. year 9999 with a negative offset: a real date, but not one in UTC
+        raise ValidationError(field, "is outside the range of dates Winnow can store") from None
     return ts.isoformat()
 
 

@@ -9,6 +9,7 @@ import dataclasses
 import json
 import os
 import secrets
+import tempfile
 from pathlib import Path
 from typing import Mapping
 
@@ -105,15 +106,22 @@ def load_secret(data_dir: Path) -> str:
     """
     path = Path(data_dir) / "secret_key"
     try:
-        return path.read_text().strip()
+        existing = path.read_text().strip()
+        if existing:
+            return existing
     except FileNotFoundError:
         pass
     path.parent.mkdir(parents=True, exist_ok=True)
-    key = secrets.token_hex(32)
+    # Written whole to a private temporary file, then linked into place: a process starting at the same moment
+    # sees either no secret or the complete one, never an empty file; the first link wins.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".secret_key.")
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process of this deployment made it first
-        return path.read_text().strip()
-    with os.fdopen(fd, "w") as fh:
-        fh.write(key + "\n")
-    return key
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_hex(32) + "\n")
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+    finally:
+        os.unlink(tmp)
+    return path.read_text().strip()
