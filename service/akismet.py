@@ -86,11 +86,26 @@ def _percent_encode_high_bytes(body: bytes) -> str:
     return re.sub(rb"[\x80-\xff]", lambda m: b"%%%02X" % m.group()[0], body).decode("ascii")
 
 
+# Python text codecs that are no charset a form is sent in: escape decoders, host-name codecs, the always-failing one.
+_NOT_CHARSETS = frozenset({"undefined", "idna", "punycode", "unicode-escape", "raw-unicode-escape"})
+_PRINTABLE_ASCII = "".join(map(chr, range(32, 127)))
+
+
 def _codec(charset: str | None) -> str:
+    """The declared charset when it can decode a form body, else utf-8 (rot13, base64, utf-16 and the like)."""
     try:
-        return codecs.lookup((charset or "utf-8").strip().strip('"')).name
+        info = codecs.lookup((charset or "utf-8").strip().strip('"'))
     except LookupError:
         return "utf-8"
+    if not info._is_text_encoding or info.name in _NOT_CHARSETS:
+        return "utf-8"
+    # A form body is ASCII plus %XX escapes: a codec that reads ASCII differently would garble every field.
+    try:
+        if _PRINTABLE_ASCII.encode(info.name) != _PRINTABLE_ASCII.encode("ascii"):
+            return "utf-8"
+    except UnicodeError:
+        return "utf-8"
+    return info.name
 
 
 def parse_form(body: bytes, charset: str | None = None) -> list[tuple[str, str]]:
@@ -451,8 +466,8 @@ def _refs(params: Params) -> dict[str, str]:
 
 def _unsure_as_spam(site: str) -> bool:
     svc = services()
-    policy = svc.sites.policy(site)
-    return bool(getattr(policy, "unsure_as_spam", svc.settings.akismet_unsure_as_spam))
+    chosen = svc.sites.policy(site).unsure_as_spam
+    return bool(svc.settings.akismet_unsure_as_spam if chosen is None else chosen)
 
 
 def _calls(required: tuple[str, ...]) -> tuple[Params, Call, object]:

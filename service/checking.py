@@ -14,11 +14,12 @@ import redis
 
 from service import metrics
 from service.context import services
+from service.http import BatchInvalid
 from training import labels as label_store
 from training.apikeys import KeyRecord
 from training.checks import CheckRecord
 from training.labels import LabelRecord
-from training.schema import Comment, parse_label
+from training.schema import Comment, ValidationError, parse_label
 
 
 class StoreUnavailable(Exception):
@@ -143,10 +144,22 @@ def label_new(comment: Comment, label: str, *, moderator: KeyRecord | str, site:
 
 def label_new_many(items: Sequence[tuple[str, Comment, str]], *, moderator: KeyRecord | str,
                    source: str = "api") -> list[LabelRecord]:
-    """Store (site, comment, label) items all or nothing, in one Redis transaction."""
+    """Store (site, comment, label) items all or nothing, in one Redis transaction.
+
+    The same comment twice gets the same label id, so the later item would silently replace the earlier one:
+    such a batch is refused (BatchInvalid naming each repeat as items[i].content) before anything is stored.
+    """
     by = _who(moderator)
     records = [label_store.for_comment(site, comment, parse_label(label), by=by, source=source)
                for site, comment, label in items]
+    first: dict[str, int] = {}
+    repeats = []
+    for i, record in enumerate(records):
+        j = first.setdefault(record.id, i)
+        if j != i:
+            repeats.append(ValidationError(f"items[{i}].content", f"repeats items[{j}]"))
+    if repeats:
+        raise BatchInvalid(repeats)
     return _store(records)
 
 

@@ -54,6 +54,12 @@ def _body(*allowed: str) -> dict:
     return body
 
 
+def _global_only() -> None:
+    # One model serves every site: a key bound to one site must not choose it or make it retrain.
+    if current().site:
+        raise ApiError(403, "forbidden_site", "a key bound to one site cannot change the model every site shares")
+
+
 def _check_version(version: str) -> str:
     if not _VERSION.match(version):
         raise ApiError(404, "not_found", f"no model version {version!r}", field="version")
@@ -87,16 +93,20 @@ def get_model(version: str):
 @blueprint.post("/models/<version>/promote")
 @requires("admin")
 def promote_model(version: str):
+    _global_only()
     reason = _reason(_body()) or "promoted by hand"
     try:
         return jsonify(_registry().promote(_check_version(version), by=_who(), reason=reason))
     except UnknownVersion:
         raise ApiError(404, "not_found", f"no model version {version!r}", field="version") from None
+    except RegistryError as exc:
+        raise ApiError(409, "conflict", str(exc), field="version") from None
 
 
 @blueprint.post("/models/rollback")
 @requires("admin")
 def rollback_model():
+    _global_only()
     reason = _reason(_body())
     try:
         return jsonify(_registry().rollback(by=_who(), reason=reason))
@@ -109,6 +119,7 @@ def rollback_model():
 @blueprint.post("/models/retrain")
 @requires("moderator")
 def retrain_model():
+    _global_only()
     body = _body("full")
     reason = _reason(body) or "asked for by hand"
     full = body.get("full", False)

@@ -135,6 +135,9 @@ _SCHEMAS: dict[str, dict] = {
         "site": {"type": "string"}, "unsure_threshold": {"type": "number"}, "spam_threshold": {"type": "number"},
         "discard_threshold": {"type": "number"}, "shadow": {"type": "boolean"},
         "trusted_roles": {"type": "array", "items": {"type": "string"}},
+        "unsure_as_spam": {"type": ["boolean", "null"], "description": (
+            "Whether the Akismet face answers `true` for an unsure comment; null follows the deployment's "
+            "WINNOW_AKISMET_UNSURE_AS_SPAM.")},
         "overridden": {"type": "array", "items": {"type": "string"},
                        "description": "Settings this site overrides; the rest are the deployment defaults."}}},
     "SitePolicyUpdate": {"type": "object", "description": "Fields to change; null resets one to the default.",
@@ -142,7 +145,8 @@ _SCHEMAS: dict[str, dict] = {
                                         "spam_threshold": {"type": ["number", "null"]},
                                         "discard_threshold": {"type": ["number", "null"]},
                                         "shadow": {"type": ["boolean", "null"]},
-                                        "trusted_roles": {"type": ["array", "null"], "items": {"type": "string"}}}},
+                                        "trusted_roles": {"type": ["array", "null"], "items": {"type": "string"}},
+                                        "unsure_as_spam": {"type": ["boolean", "null"]}}},
     "ModelVersion": {"type": "object", "additionalProperties": True, "description": (
         "A registered version's metadata: version, created_at, metrics, data counts, who or what promoted it and "
         "why; `serving` marks the current one.")},
@@ -175,6 +179,7 @@ _SCHEMAS: dict[str, dict] = {
 _SITE_ROLES = ("site", "moderator")
 _MOD = ("moderator",)
 _ADMIN = ("admin",)
+_GLOBAL_ONLY = "One model serves every site: a key bound to one site gets 403 (forbidden_site)."
 
 _API_PATHS: dict[str, dict] = {
     "/api/v1/check": {"post": _op(
@@ -229,14 +234,18 @@ _API_PATHS: dict[str, dict] = {
         "One model version's metadata", _MOD, {"200": _ok(_ref("ModelVersion")), "404": _ERR}, tag="models",
         params=[_path_param("version", "e.g. v12")])},
     "/api/v1/models/{version}/promote": {"post": _op(
-        "Serve this version everywhere (within seconds)", _ADMIN, {"200": _ok(_ref("PromoteEvent")), "404": _ERR},
-        body=_REASON_BODY, tag="models", params=[_path_param("version", "e.g. v12")])},
+        "Serve this version everywhere (within seconds)", _ADMIN,
+        {"200": _ok(_ref("PromoteEvent")), "404": _ERR, "409": _ERR}, body=_REASON_BODY, tag="models",
+        params=[_path_param("version", "e.g. v12")], description=(
+            "409 when the version's artifact cannot be loaded here (not signed by this deployment, or written by "
+            "another scikit-learn). " + _GLOBAL_ONLY))},
     "/api/v1/models/rollback": {"post": _op(
         "Serve the previously promoted version again", _ADMIN, {"200": _ok(_ref("PromoteEvent")), "409": _ERR},
-        body=_REASON_BODY, tag="models")},
+        body=_REASON_BODY, tag="models", description=_GLOBAL_ONLY)},
     "/api/v1/models/retrain": {"post": _op(
         "Retrain now (one run at a time; a request during a run queues exactly one follow-up)", _MOD,
-        {"202": _ok(_ref("JobAccepted"), "Accepted; poll status_url")}, body=_REASON_BODY, tag="models")},
+        {"202": _ok(_ref("JobAccepted"), "Accepted; poll status_url")}, body=_REASON_BODY, tag="models",
+        description=_GLOBAL_ONLY)},
     "/api/v1/jobs/{job_id}": {"get": _op(
         "A background job's status and progress", _MOD, {"200": _ok(_ref("Job")), "404": _ERR}, tag="models",
         params=[_path_param("job_id", "The job_id a retrain answered.")])},

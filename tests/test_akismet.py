@@ -618,3 +618,54 @@ def test_redis_outage_still_answers_known_keys_and_keeps_the_counts(tmp_path):
         app.extensions["winnow"].writer.stop(timeout=0.5)
         private.stop()
         client.close()
+
+
+# ---- per-site unsure answer, declared charsets ------------------------------------------------------------------
+
+
+def test_a_site_chooses_its_own_unsure_answer(r, tmp_path):
+    app = _build_app(r, tmp_path, akismet_unsure_as_spam=True)
+    site = "https://unsure.example.net"
+    try:
+        store = app.extensions["winnow"].keys
+        site_key = store.create(site, "site", "unsure blog")[0]
+        admin = {"Authorization": f"Bearer {store.create('', 'admin', 'root')[0]}"}
+        web = app.test_client()
+        settings_url = "/api/v1/sites/unsure.example.net/settings"
+
+        def unsure_answer():
+            resp = web.post("/1.1/comment-check", data={"api_key": site_key, "blog": site, "user_ip": IP,
+                                                        "comment_content": UNSURE_TEXT})
+            assert resp.status_code == 200 and resp.headers["X-akismet-guid"]
+            return resp.data
+
+        assert web.get(settings_url, headers=admin).get_json()["unsure_as_spam"] is None
+        assert unsure_answer() == b"true"  # the deployment's default
+        changed = web.put(settings_url, json={"unsure_as_spam": False}, headers=admin)
+        assert changed.status_code == 200, changed.get_data(as_text=True)
+        assert changed.get_json()["unsure_as_spam"] is False and "unsure_as_spam" in changed.get_json()["overridden"]
+        assert web.get(settings_url, headers=admin).get_json()["unsure_as_spam"] is False
+        assert unsure_answer() == b"false"
+        spam = web.post("/1.1/comment-check", data={"api_key": site_key, "blog": site, "user_ip": IP,
+                                                    "comment_content": SPAM_TEXT})
+        assert spam.data == b"true"  # only the unsure answer changed
+        bad = web.put(settings_url, json={"unsure_as_spam": "no"}, headers=admin)
+        assert bad.status_code == 400 and bad.get_json()["error"]["field"] == "unsure_as_spam"
+        reset = web.put(settings_url, json={"unsure_as_spam": None}, headers=admin).get_json()
+        assert reset["unsure_as_spam"] is None and "unsure_as_spam" not in reset["overridden"]
+        assert unsure_answer() == b"true"
+    finally:
+        app.extensions["winnow"].writer.stop()
+
+
+@pytest.mark.parametrize("charset", ["rot13", "idna", "undefined", "base64", "utf-16", "utf-7", "punycode",
+                                     "unicode_escape", "raw_unicode_escape"])
+def test_charsets_that_are_not_text_encodings_fall_back_to_utf8(raw, key, app, charset):
+    content = HAM_TEXT + " Grüße \\u0041"
+    body = urllib.parse.urlencode({"api_key": key, "blog": BLOG, "user_ip": IP, "comment_content": content,
+                                   "comment_author": "Jürgen"}).encode("ascii")
+    resp = raw.post("/1.1/comment-check", content=body,
+                    headers={"Content-Type": f"application/x-www-form-urlencoded; charset={charset}"})
+    assert (resp.status_code, resp.content) == (200, b"false"), resp.headers.get("X-akismet-debug-help")
+    record = _stored_check(app, resp.headers["X-akismet-guid"])
+    assert record.comment.content == content and record.comment.author == "Jürgen"

@@ -398,3 +398,19 @@ def test_label_time_filters_refuse_what_is_not_a_time(api, query):
 def test_dates_at_the_edge_of_the_calendar_are_a_400_naming_the_field(api):
     r = api("POST", "/api/v1/check", "a", {"content": "hello", "created_at": "9999-12-31T23:59:59-23:59"})
     assert r.status_code == 400 and error(r)["field"] == "created_at"
+
+
+def test_the_same_comment_twice_in_one_label_batch_is_refused_naming_both(api, r):
+    items = [{"content": SPAM[0], "label": "spam"}, {"content": HAM[0], "label": "ham"},
+             {"content": SPAM[0], "label": "ham"}, {"content": HAM[1], "label": "ham"},
+             {"content": SPAM[0], "label": "spam", "site": SITE_A}, {"content": HAM[1], "label": "spam"}]
+    bad = api("POST", "/api/v1/labels", "mod", {"site": SITE_A, "items": items})
+    assert bad.status_code == 400, bad.get_data(as_text=True)
+    assert [(f["field"], f["message"]) for f in error(bad)["fields"]] == [
+        ("items[2].content", "repeats items[0]"), ("items[4].content", "repeats items[0]"),
+        ("items[5].content", "repeats items[3]")]
+    assert not r.keys("winnow:label:*")
+    # The same text on two sites is two comments.
+    two_sites = api("POST", "/api/v1/labels", "mod", {"items": [{"content": SPAM[0], "label": "spam", "site": SITE_A},
+                                                               {"content": SPAM[0], "label": "spam", "site": SITE_B}]})
+    assert two_sites.status_code == 201 and two_sites.get_json()["stored"] == 2

@@ -367,3 +367,36 @@ def test_starter_corpora_join_as_a_lighter_base_or_are_skipped_when_absent(r, se
     record = jobs.run_retrain(r, settings_with_base, full=True)
     assert record["counts"]["base"] == 0 and record["decision"] in ("promote", "reject")
     assert seen and all(w is None for w in seen)
+
+
+def test_a_rollback_during_the_run_is_not_overwritten(r, settings, backwards_model, good_model, monkeypatch):
+    registry = Registry.from_settings(r, settings)
+    earlier = seed_champion(r, settings, good_model)
+    champion = seed_champion(r, settings, backwards_model)
+    store_labels(r, campaign(300, seed=7))
+    real_gate = jobs._Retrain._gate
+
+    def gate_then_rollback(self, *args):
+        decided = real_gate(self, *args)
+        registry.rollback(by="admin:alice", reason="the champion misbehaves")  # while the final fit runs
+        return decided
+
+    monkeypatch.setattr(jobs._Retrain, "_gate", gate_then_rollback)
+    record = jobs.run_retrain(r, settings, full=True)
+    assert record["decision"] == "reject"
+    assert record["why"] == f"the serving version changed during the run (was {champion}, now {earlier})"
+    assert registry.current_version() == earlier
+    assert registry.get(record["challenger_version"])["status"] == "candidate"
+    assert jobs.recent_runs(r)[0]["decision"] == "reject"
+
+
+def test_a_champion_that_cannot_be_verified_is_not_replaced_blindly(r, settings, good_model):
+    foreign = Registry(r, "another-deployment").publish(good_model, {"kind": "test"}, promote=True)
+    store_labels(r, campaign(300, seed=7))
+    record = jobs.run_retrain(r, settings)
+    assert record["decision"] == "reject"
+    assert f"serving model {foreign} cannot be verified" in record["why"]
+    registry = Registry.from_settings(r, settings)
+    assert registry.current_version() == foreign and [m["version"] for m in registry.list()] == [foreign]
+    event = registry.history()[0]
+    assert event["kind"] == "reject" and event["reason"] == record["why"]

@@ -225,6 +225,8 @@ def http(r, settings, models):
     store = KeyStore(r)
     tokens = {role: store.create("" if role != "site" else "https://a.example.org", role, role)[0]
               for role in ("site", "moderator", "admin")}
+    for role in ("moderator", "admin"):
+        tokens[f"site_{role}"] = store.create("https://a.example.org", role, f"a.example.org {role}")[0]
 
     def call(method, path, role=None, body=None):
         headers = {"Authorization": f"Bearer {tokens[role]}"} if role else {}
@@ -298,3 +300,96 @@ def test_cli_lists_promotes_and_rolls_back(registry, models, settings, monkeypat
     assert main(["retrain"]) == 0
     job_id = capsys.readouterr().out.strip()
     assert job_id.startswith("retrain-")
+
+
+# ---- promotion races and refusals --------------------------------------------------------------------------------
+def test_a_run_judged_against_a_replaced_champion_is_kept_as_a_candidate(registry, models):
+    taught, backwards = models
+    v1 = registry.publish(taught, promoted_by="a", reason="one", promote=True)
+    v2 = registry.publish(backwards, promoted_by="a", reason="two", promote=True)
+    assert registry.rollback(by="admin:alice")["version"] == v1
+    # A retrain judged its challenger against v2 and finishes after the rollback.
+    v3 = registry.publish(taught, {"kind": "retrain"}, promoted_by="retrain", reason="beats v2", promote=True,
+                          expected_current=v2)
+    assert registry.current_version() == v1
+    info = registry.get(v3)
+    assert info["status"] == "candidate" and info["serving"] is False and "promoted_at" not in info
+    assert info["reason"] == f"the serving version changed during the run (was {v2}, now {v1})"
+    event = registry.history()[0]
+    assert (event["kind"], event["version"], event["previous"], event["reason"]) == ("reject", v3, v1, info["reason"])
+    v4 = registry.publish(taught, promoted_by="retrain", reason="beats v1", promote=True, expected_current=v1)
+    assert registry.current_version() == v4 and registry.get(v4)["status"] == "promoted"
+
+
+def test_promote_refuses_a_version_no_node_could_load(registry, models, r, http):
+    taught, backwards = models
+    v1 = registry.publish(taught, promoted_by="a", reason="one", promote=True)
+    foreign = Registry(r, "another-deployment").publish(backwards)
+    with pytest.raises(RegistryError, match="not written by this deployment"):
+        registry.promote(foreign, by="admin:alice")
+    old_library = registry.publish(backwards)
+    key = keys.MODEL_VERSION.format(version=old_library)
+    meta = json.loads(r.hget(key, "artifact_meta"))
+    meta["libraries"]["scikit-learn"] = "0.1.0"
+    r.hset(key, "artifact_meta", json.dumps(meta))
+    with pytest.raises(RegistryError, match="scikit-learn 0.1.0"):
+        registry.promote(old_library, by="admin:alice")
+    refused = http("POST", f"/api/v1/models/{foreign}/promote", "admin", {"reason": "try"})
+    assert refused.status_code == 409 and refused.get_json()["error"]["code"] == "conflict"
+    assert registry.current_version() == v1 and registry.get(foreign)["status"] == "candidate"
+    assert [e["kind"] for e in registry.history()] == ["promote"]
+
+
+def test_keys_bound_to_one_site_cannot_change_the_model_every_site_shares(http, registry, models, r):
+    taught, backwards = models
+    v1 = registry.publish(taught, promoted_by="a", reason="one", promote=True)
+    v2 = registry.publish(backwards, promoted_by="a", reason="two", promote=True)
+    for path in (f"/api/v1/models/{v1}/promote", "/api/v1/models/rollback", "/api/v1/models/retrain"):
+        resp = http("POST", path, "site_admin", {"reason": "mine"})
+        assert resp.status_code == 403 and resp.get_json()["error"]["code"] == "forbidden_site", path
+    retrain = http("POST", "/api/v1/models/retrain", "site_moderator", {})
+    assert retrain.status_code == 403 and retrain.get_json()["error"]["code"] == "forbidden_site"
+    assert registry.current_version() == v2 and not r.keys("rq:job:*")
+    assert http("GET", "/api/v1/models", "site_admin").status_code == 200  # reading stays allowed
+    assert http("POST", "/api/v1/models/retrain", "moderator", {}).status_code == 202
+
+
+def test_prune_never_deletes_a_version_promoted_while_it_ran(registry, models, r):
+    taught, _ = models
+    roomy = Registry(r, SECRET, keep_versions=10)
+    versions = [roomy.publish(taught) for _ in range(4)]
+    newest = roomy.publish(taught, promote=True)
+    oldest = versions[0]
+    other_client = redis.Redis.from_url(LOOP_REDIS_URL)
+    other = Registry(other_client, SECRET)
+
+    def promote_during_the_read(response, **options):
+        # Fires when prune has read the pointer: another admin promotes the oldest version at that moment.
+        if response == newest.encode() and not fired:
+            fired.append(other.promote(oldest, by="admin:bob", reason="back to the old one"))
+        return response
+
+    fired: list = []
+    r.set_response_callback("GET", promote_during_the_read)
+    try:
+        doomed = registry.prune()
+    finally:
+        r.response_callbacks.pop("GET", None)
+        other_client.close()
+    assert fired and registry.current_version() == oldest
+    assert oldest not in doomed and doomed == [versions[1]]
+    assert registry.load(oldest) is not None
+
+
+def test_cache_paths_never_leave_the_cache_directory(registry, models, settings, r, tmp_path):
+    taught, _ = models
+    v = registry.publish(taught, promote=True)
+    key = keys.MODEL_VERSION.format(version=v)
+    climbing = "../../escaped"
+    r.hset(keys.MODEL_VERSION.format(version=climbing), mapping=r.hgetall(key))
+    assert spam_score(registry.load(climbing)) == pytest.approx(spam_score(taught))
+    r.hset(key, "sha256", "/../../escaped" + "0" * 50)
+    assert spam_score(registry.load(v)) == pytest.approx(spam_score(taught))
+    assert sorted(p.name for p in tmp_path.rglob("*escaped*")) == []
+    cache = settings.models_dir / "cache"
+    assert not cache.exists() or list(cache.iterdir()) == []

@@ -83,6 +83,10 @@ def test_site_policy_validates_as_a_whole_and_falls_back_when_redis_is_down(r):
     assert exc.value.field == "trusted_roles"
     with pytest.raises(ValidationError):
         merge(base, {"colour": 1})
+    assert base.unsure_as_spam is None and merge(base, {"unsure_as_spam": False}).unsure_as_spam is False
+    with pytest.raises(ValidationError) as exc:
+        merge(base, {"unsure_as_spam": "no"})
+    assert exc.value.field == "unsure_as_spam"
     sites = SiteStore(r, Settings(), cache_seconds=0)
     sites.update("https://s.example.com", {"shadow": True, "trusted_roles": ["Editor"]})
     policy = sites.policy("https://s.example.com")

@@ -108,11 +108,11 @@ def cmd_show(args) -> int:
 
 
 def cmd_promote(args) -> int:
-    from training.registry import UnknownVersion
+    from training.registry import RegistryError
 
     try:
         info = _registry().promote(args.version, by=_who(), reason=args.reason)
-    except UnknownVersion as exc:
+    except RegistryError as exc:  # unknown, or an artifact no web node would load
         raise CommandError(str(exc), 4) from None
     print(f"{info['version']} is now serving")
     return 0

@@ -9,6 +9,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import threading
 import time
 from pathlib import Path
@@ -22,6 +23,8 @@ from training.settings import Settings
 log = logging.getLogger(__name__)
 
 HISTORY_LIMIT = 500
+_CACHE_VERSION = re.compile(r"^v[0-9]{1,12}\Z")
+_CACHE_DIGEST = re.compile(r"^[0-9a-f]{64}\Z")
 
 
 class RegistryError(Exception):
@@ -121,36 +124,49 @@ class Registry:
 
     # ---- writing -------------------------------------------------------------------------------------------------
     def publish(self, model, meta: dict | None = None, promoted_by: str = "", reason: str = "",
-                promote: bool = False, status: str | None = None) -> str:
-        """Store a signed model as a new version; with promote=True it also becomes current, atomically."""
+                promote: bool = False, status: str | None = None, *,
+                expected_current: str | None = None) -> str:
+        """Store a signed model as a new version; with promote=True it also becomes current, atomically.
+
+        expected_current names the version the model was judged against: when another version serves by then
+        (a rollback or promotion during the run), the model is kept as a candidate and the refusal is recorded,
+        so a long run never undoes a decision taken while it ran. get(version)["status"] tells which happened.
+        """
         from training import artifacts
 
         blob, artifact_meta = artifacts.dumps(model, self.secret)
         version = f"v{int(self.redis.incr(keys.MODEL_SEQ))}"
         now = time.time()
-        info = dict(meta or {})
-        info.update(version=version, created_at=now, size=len(blob),
-                    sha256=hashlib.sha256(blob).hexdigest(), published_by=promoted_by,
-                    status=status or ("promoted" if promote else "candidate"))
-        if promote:
-            info.update(promoted_at=now, promoted_by=promoted_by, promote_reason=reason)
-        else:
-            info.setdefault("reason", reason)
+        base = dict(meta or {})
+        base.update(version=version, created_at=now, size=len(blob),
+                    sha256=hashlib.sha256(blob).hexdigest(), published_by=promoted_by)
         key = keys.MODEL_VERSION.format(version=version)
         while True:
             with self.redis.pipeline() as pipe:
                 try:
                     pipe.watch(keys.MODEL_CURRENT)
                     previous = _text(pipe.get(keys.MODEL_CURRENT))
+                    refused = promote and expected_current is not None and previous != expected_current
+                    promoting = promote and not refused
+                    why = (f"the serving version changed during the run (was {expected_current}, now {previous})"
+                           if refused else reason)
+                    info = dict(base, status="candidate" if refused else status or
+                                ("promoted" if promote else "candidate"))
+                    if promoting:
+                        info.update(promoted_at=now, promoted_by=promoted_by, promote_reason=why)
+                    elif refused:
+                        info["reason"] = why
+                    else:
+                        info.setdefault("reason", why)
                     pipe.multi()
                     pipe.hset(key, mapping={"artifact": blob, "artifact_meta": json.dumps(artifact_meta),
                                             "sha256": info["sha256"], "info": json.dumps(info)})
                     pipe.zadd(keys.MODEL_VERSIONS, {version: now})
-                    if promote:
+                    if promoting:
                         pipe.set(keys.MODEL_CURRENT, version)
-                        self._push_history(pipe, "promote", version, previous, promoted_by, reason)
-                    elif info["status"] == "rejected":
-                        self._push_history(pipe, "reject", version, previous, promoted_by, reason)
+                        self._push_history(pipe, "promote", version, previous, promoted_by, why)
+                    elif refused or info["status"] == "rejected":
+                        self._push_history(pipe, "reject", version, previous, promoted_by, why)
                     pipe.execute()
                     break
                 except redis_lib.WatchError:
@@ -159,7 +175,17 @@ class Registry:
         return version
 
     def promote(self, version: str, by: str, reason: str = "", *, kind: str = "promote") -> dict:
-        """Make `version` the serving one: pointer, version metadata and history change together or not at all."""
+        """Make `version` the serving one: pointer, version metadata and history change together or not at all.
+
+        The artifact is loaded and verified first: a version no web node would load (foreign HMAC, another
+        scikit-learn) is refused with RegistryError instead of leaving every node serving its previous model.
+        """
+        from training import artifacts
+
+        try:
+            self.load(version)
+        except artifacts.ArtifactError as exc:
+            raise RegistryError(f"model {version} cannot be served: {exc}") from None
         key = keys.MODEL_VERSION.format(version=version)
         while True:
             with self.redis.pipeline() as pipe:
@@ -200,16 +226,26 @@ class Registry:
             pipe.execute()
 
     def prune(self) -> list[str]:
-        """Keep the newest keep_versions versions; the serving version is never deleted."""
-        versions = [_text(v) for v in self.redis.zrevrange(keys.MODEL_VERSIONS, 0, -1)]
-        current = self.current_version()
-        doomed = [v for v in versions[self.keep_versions:] if v != current]
-        if doomed:
+        """Keep the newest keep_versions versions; the serving version is never deleted.
+
+        The pointer is watched from the read to the delete, so a version promoted meanwhile is never the one lost.
+        """
+        while True:
             with self.redis.pipeline() as pipe:
-                pipe.zrem(keys.MODEL_VERSIONS, *doomed)
-                pipe.delete(*[keys.MODEL_VERSION.format(version=v) for v in doomed])
-                pipe.execute()
-        return doomed
+                try:
+                    pipe.watch(keys.MODEL_CURRENT, keys.MODEL_VERSIONS)
+                    versions = [_text(v) for v in pipe.zrevrange(keys.MODEL_VERSIONS, 0, -1)]
+                    current = _text(pipe.get(keys.MODEL_CURRENT))
+                    doomed = [v for v in versions[self.keep_versions:] if v != current]
+                    if not doomed:
+                        return []
+                    pipe.multi()
+                    pipe.zrem(keys.MODEL_VERSIONS, *doomed)
+                    pipe.delete(*[keys.MODEL_VERSION.format(version=v) for v in doomed])
+                    pipe.execute()
+                    return doomed
+                except redis_lib.WatchError:
+                    continue
 
     def bootstrap(self, load_starter: Callable[[], Any] | None = None, *, wait: float = 120.0) -> str:
         """The current version, seeding an empty registry from the starter model first (one process does it)."""
@@ -268,7 +304,8 @@ class Registry:
                 return version
 
     def _cache_paths(self, version: str, digest: str) -> tuple[Path, Path] | None:
-        if self.cache_dir is None:
+        # Both come from Redis: anything but the shapes publish writes could climb out of the cache directory.
+        if self.cache_dir is None or not _CACHE_VERSION.match(version) or not _CACHE_DIGEST.match(digest):
             return None
         stem = f"{version}-{digest[:16]}"
         return self.cache_dir / f"{stem}.joblib", self.cache_dir / f"{stem}.json"

@@ -18,7 +18,7 @@ from training.settings import Settings
 from training.schema import ValidationError
 
 THRESHOLDS = ("unsure_threshold", "spam_threshold", "discard_threshold")
-FIELDS = THRESHOLDS + ("shadow", "trusted_roles")
+FIELDS = THRESHOLDS + ("shadow", "trusted_roles", "unsure_as_spam")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,6 +28,7 @@ class SitePolicy:
     discard_threshold: float
     shadow: bool = False  # answer ham to the platform but record the real verdict
     trusted_roles: frozenset[str] = frozenset()
+    unsure_as_spam: bool | None = None  # the Akismet face's answer for unsure; None: the deployment's setting
     overridden: tuple[str, ...] = ()  # which fields come from the site's own settings
 
     def verdict(self, score: float) -> str:
@@ -40,7 +41,8 @@ class SitePolicy:
     def to_dict(self) -> dict[str, Any]:
         return {"unsure_threshold": self.unsure_threshold, "spam_threshold": self.spam_threshold,
                 "discard_threshold": self.discard_threshold, "shadow": self.shadow,
-                "trusted_roles": sorted(self.trusted_roles), "overridden": list(self.overridden)}
+                "trusted_roles": sorted(self.trusted_roles), "unsure_as_spam": self.unsure_as_spam,
+                "overridden": list(self.overridden)}
 
 
 def parse_roles(value: Any, field: str = "trusted_roles") -> frozenset[str]:
@@ -73,6 +75,10 @@ def merge(base: SitePolicy, overrides: Mapping[str, Any]) -> SitePolicy:
         elif name == "shadow":
             if not isinstance(value, bool):
                 raise ValidationError(name, "must be true or false")
+            values[name] = value
+        elif name == "unsure_as_spam":
+            if value is not None and not isinstance(value, bool):
+                raise ValidationError(name, "must be true, false or null (the deployment's default)")
             values[name] = value
         else:
             values[name] = parse_roles(value, name)
