@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from pathlib import Path
 from typing import Iterator
 
@@ -71,9 +72,51 @@ def corpus_texts(datasets: Path) -> list[tuple[str, str]]:
     return out
 
 
+NAMES = ["Anna", "Ben", "Chloe", "Dmitri", "Esther", "Farid", "Grace", "Hiro", "Ines", "Jamal", "Kasia", "Liam",
+         "Maya", "Nils", "Olu", "Priya", "Quinn", "Rosa", "Sven", "Tariq", "Uma", "Viktor", "Wen", "Yara", "Zoe"]
+GREETINGS = ["Hi {n},", "Hey {n}!", "{n}:", "Dear {n},", "@{n}"]
+SIGNOFFS = ["- {n}", "cheers, {n}", "({n}, {k})", "{n} #{k}", "-- {n} from room {k}"]
+_SENTENCE = re.compile(r"(?<=[.!?])\s+")
+_NUMBER = re.compile(r"\d+")
+
+
 def resampled(texts: list[tuple[str, str]], n: int, seed: int = 0) -> Iterator[tuple[Comment, str]]:
-    """n comments drawn with replacement from `texts`, each made distinct by a small suffix."""
+    """n distinct comments made from `texts`: each draws a text, may splice in a sentence of another text with the
+    same label, renumbers its digits, drops or swaps a word and adds a name, so no two come out equal (checked;
+    a rare collision gets one more random token). The label stays that of the texts it was made from."""
     rng = random.Random(seed)
-    for i in range(n):
+    by_label: dict[str, list[str]] = {}
+    for text, label in texts:
+        by_label.setdefault(label, []).append(text)
+    seen: set[int] = set()
+    for _ in range(n):
         text, label = texts[rng.randrange(len(texts))]
-        yield Comment(content=f"{text} [{i}]"), label
+        text = _perturb(text, by_label[label], rng)
+        while hash(text) in seen:
+            text = f"{text} {rng.choice(NAMES).lower()}{rng.randrange(10**6)}"
+        seen.add(hash(text))
+        yield Comment(content=text), label
+
+
+def _perturb(text: str, same_label: list[str], rng: random.Random) -> str:
+    if rng.random() < 0.5:
+        other = [s for s in _SENTENCE.split(same_label[rng.randrange(len(same_label))]) if s.strip()]
+        if other:
+            piece = rng.choice(other)
+            text = f"{piece} {text}" if rng.random() < 0.5 else f"{text} {piece}"
+    text = _NUMBER.sub(lambda m: str(rng.randrange(10 ** len(m.group())) if rng.random() < 0.7 else m.group()), text)
+    words = text.split(" ")
+    if len(words) > 3:
+        i = rng.randrange(len(words) - 1)
+        if rng.random() < 0.5:
+            del words[i]
+        else:
+            words[i], words[i + 1] = words[i + 1], words[i]
+    text = " ".join(words)
+    name, k = rng.choice(NAMES), rng.randrange(1000)
+    roll = rng.random()
+    if roll < 0.35:
+        text = f"{rng.choice(GREETINGS).format(n=name)} {text}"
+    elif roll < 0.7:
+        text = f"{text} {rng.choice(SIGNOFFS).format(n=name, k=k)}"
+    return text

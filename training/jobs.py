@@ -357,6 +357,7 @@ class _Retrain:
         self.started = time.time()
         self.C: float | None = None
         self.cv = False
+        self.shared = None  # every comment featurised once, for runs large enough to fit by SGD
         self.timings: dict[str, float] = {}
         self.record: dict[str, Any] = {
             "job_id": job.id if job is not None else None, "reason": reason, "requested_by": requested_by,
@@ -400,8 +401,19 @@ class _Retrain:
         y_eval = data.y[eval_idx]
         counts["eval"] = int(n_eval)
 
+        if not cv and n + len(data.base_comments) > _exact_max():
+            self._progress("extracting features", 0.2)
+            started = time.perf_counter()
+            self.shared = _featurize(list(data.comments) + list(data.base_comments),
+                                     np.concatenate([data.y, data.base_y]))
+            self.timings["features"] = time.perf_counter() - started
+
         self._progress("scoring the champion", 0.3)
-        champion_scores = _scores(champion, [data.comments[i] for i in eval_idx]) if champion is not None else None
+        champion_scores = None
+        if champion is not None and self.shared is not None and champion.config == self.shared.config:
+            champion_scores = _scores_featurized(champion, self.shared, eval_idx)
+        elif champion is not None:
+            champion_scores = _scores(champion, [data.comments[i] for i in eval_idx])
 
         if cv:
             self._progress("cross-validating the challenger", 0.35)
@@ -412,7 +424,8 @@ class _Retrain:
             train_idx = np.arange(0, n - n_eval)
             model = self._fit(data, train_idx, "holdout fit")
             self._progress("scoring the challenger", 0.6)
-            challenger_scores = _scores(model, [data.comments[i] for i in eval_idx])
+            challenger_scores = (_scores_featurized(model, self.shared, eval_idx) if self.shared is not None
+                                 else _scores(model, [data.comments[i] for i in eval_idx]))
             plan = f"holdout of the newest {n_eval} labels (trained on the {n - n_eval} older)"
         self.record["evaluation"] = plan
 
@@ -536,9 +549,16 @@ class _Retrain:
             comments = comments + list(data.base_comments)
             y = np.concatenate([y, data.base_y])
             weights = np.concatenate([np.ones(len(idx)), np.full(len(data.base_comments), w_base)])
-        if self.C is None and len(y) > C_SEARCH_SAMPLE:
-            self.C = self._choose_c(comments, y, weights)
-        model = _train(comments, y, weights, C=self.C)
+        if self.shared is not None:
+            rows = np.concatenate([idx, len(data.y) + np.arange(len(data.base_comments))])
+            full_w = np.ones(len(data.y) + len(data.base_comments))
+            if weights is not None:
+                full_w[rows] = weights
+            model = _train_featurized(self.shared, rows, full_w, C=self.C)
+        else:
+            if self.C is None and len(y) > C_SEARCH_SAMPLE:
+                self.C = self._choose_c(comments, y, weights)
+            model = _train(comments, y, weights, C=self.C)
         if self.C is None and not self.cv:
             # One regularisation choice serves both fits of a run: the final fit only adds the newest labels.
             self.C = _model_c(model)
@@ -672,6 +692,31 @@ def _train(comments: Sequence, y: np.ndarray, sample_weight: np.ndarray | None, 
     from training.model import train
 
     return train(comments, np.asarray(y, dtype=np.int64), sample_weight=sample_weight, C=C)
+
+
+def _exact_max() -> int:
+    from training.fitting import EXACT_MAX
+
+    return EXACT_MAX
+
+
+def _featurize(comments: Sequence, y: np.ndarray):
+    from training.features import DEFAULT_CONFIG
+    from training.fitting import Featurized
+
+    return Featurized(comments, np.asarray(y, dtype=np.int64), DEFAULT_CONFIG)
+
+
+def _train_featurized(data, rows: np.ndarray, sample_weight: np.ndarray, C: float | None = None):
+    from training.model import train_featurized
+
+    return train_featurized(data, rows, sample_weight, C=C)
+
+
+def _scores_featurized(model, data, rows: np.ndarray) -> np.ndarray:
+    from training.fitting import predict_proba
+
+    return predict_proba(model.pipeline.named_steps["classifier"], data, rows)
 
 
 def _update(model, comments: Sequence, y: np.ndarray) -> None:
