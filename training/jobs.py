@@ -373,9 +373,12 @@ class _Retrain:
         try:
             champion = self.registry.load(champion_version)
         except artifacts.ArtifactError as exc:
-            champion = None
-            log.error("champion %s failed verification (%s); judging the challenger on its own", champion_version,
-                      exc)
+            # Without a champion to compare with, the gate would pass any challenger, however bad.
+            why = (f"the serving model {champion_version} cannot be verified ({exc}), so no challenger can be "
+                   f"judged against it; promote a version that loads, then retrain")
+            log.error("retrain refused: %s", why)
+            self.registry.record_rejection({"version": None}, by=self._by(), reason=why)
+            return self._finish("reject", why)
         since = self._incremental_since(champion, champion_info)
         if since is not None:
             return self._run_incremental(champion, champion_version, champion_info, since)
@@ -445,8 +448,12 @@ class _Retrain:
                 "updates_since_full": updates_since_full, "counts": self.record["counts"],
                 "metrics": self.record["metrics"], "evaluation": plan, "champion": self.record["champion_version"],
                 "job_id": self.record["job_id"], "site": self.site}
-        version = self.registry.publish(model, meta, promoted_by=self._by(), reason=why, promote=True)
+        version = self.registry.publish(model, meta, promoted_by=self._by(), reason=why, promote=True,
+                                        expected_current=self.record["champion_version"])
         self.record["challenger_version"] = version
+        info = self.registry.get(version)
+        if info["status"] != "promoted":
+            return self._finish("reject", info["reason"])
         return self._finish("promote", why)
 
     def _gate(self, y_eval, challenger_scores, champion_scores) -> tuple[bool, str]:
