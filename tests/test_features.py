@@ -1,11 +1,13 @@
 """Features: disguises undone (Unicode, HTML, written-out links), named signals, and the two paths agreeing."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
-from training.features import (DEFAULT_CONFIG, FeatureConfig, Featurizer, extract, highlight_spans, normalise,
-                               signals)
+from training.features import (DEFAULT_CONFIG, FeatureConfig, Featurizer, attribute, extract, highlight_spans,
+                               normalise, signals)
 from training.schema import Comment
 
 
@@ -108,14 +110,37 @@ def test_transformer_matches_extract_and_is_normalised_per_group():
         assert np.allclose(X[i].toarray().ravel(), dense(extract(t)), atol=1e-15)
 
 
-def test_provenance_adds_up_to_the_features_and_names_words():
-    ex = extract("Subscribe to my channel, subscribe!", explain=True)
-    p = ex.provenance
-    again = np.zeros(DEFAULT_CONFIG.n_features)
-    np.add.at(again, p.indices, p.values)
-    assert np.allclose(again, dense(ex), atol=1e-14)
-    assert "word:subscribe" in p.names and "links:0" in p.names
-    assert p.words == ["subscribe", "to", "my", "channel", "subscribe"]
+def test_attribution_adds_up_to_the_features_and_follows_the_words():
+    text = "Subscribe to my channel, subscribe!! (c) www.example.com"
+    ex = extract(text, explain=True)
+    layout = ex.layout
+    assert layout.words == ["subscribe", "to", "my", "channel", "subscribe", "c", "www", "example", "com"]
+    assert "links:1" in layout.signal_keys
+    n_words = len(layout.words)
+    word_slots = np.arange(1, n_words + 1)
+    other_slots = np.arange(n_words + 1, n_words + 1 + len(layout.signal_keys))
+    ones = np.ones(len(ex.indices))
+    sums = attribute(ex, ones, word_slots, other_slots, n_words + 1 + len(layout.signal_keys))
+    assert sums.sum() == pytest.approx(len(ex.indices))  # every entry lands somewhere, bigrams split in halves
+    assert np.all(sums[n_words + 1:] == 1.0)  # one entry per signal
+    # Brute force: owner of each n-gram by its middle, first and last characters, as the docstring says.
+    lo, hi = DEFAULT_CONFIG.char_ngrams
+    padded = " " + layout.pieces[0]
+    owner_of_char = [0] * len(padded)
+    for i, (word, between) in enumerate(zip(layout.pieces[1::2], layout.pieces[2::2])):
+        owner_of_char += [i + 1] * len(word) + [0] * len(between)
+    owner_of_char += [0] * hi
+    expected = np.zeros(n_words + 1)
+    for p in range(len(owner_of_char) - hi + 1):
+        for n in range(lo, hi + 1):
+            mid, first, last = owner_of_char[p + (n - 1) // 2], owner_of_char[p], owner_of_char[p + n - 1]
+            expected[mid or first or last] += 1
+    for i in range(n_words):
+        expected[i + 1] += 1 + (0.5 if i > 0 else 0) + (0.5 if i < n_words - 1 else 0)
+    assert np.allclose(sums[:n_words + 1], expected)
+    # Repeated words can share a slot: "subscribe" twice sums into one.
+    shared = attribute(ex, ones, np.array([1, 2, 3, 4, 1, 5, 6, 7, 8]), other_slots - 1, n_words + len(other_slots))
+    assert shared[1] == pytest.approx(sums[1] + sums[5])
 
 
 def test_highlight_offsets_point_into_the_original_text():
@@ -161,3 +186,23 @@ def test_links_to_the_page_being_commented_on():
     blog = "https://blog.example.org/2024/05/my-post/"
     assert "link_to_this_page" in keys("as said in https://blog.example.org/2024/05/my-post#c3", permalink=blog)
     assert "link_to_this_page" not in keys("nice post https://blog.example.org/2024/05/my-post")
+
+
+def test_link_hints_never_skip_a_link_the_full_patterns_find():
+    # The cheap pre-checks in signals() must be necessary conditions of the full patterns on real comments.
+    from tests.conftest import require_datasets
+    from training import features as f
+
+    root = require_datasets()
+    texts = []
+    for name in ("youtube", "sms-spam"):
+        with open(root / name / f"{name}.jsonl", encoding="utf-8") as fh:
+            texts += [normalise(json.loads(line)["text"]).text for line in fh if line.strip()]
+    texts += ["visit example dot com", "mysite (dot) net", "a.b.c", "see x.co/abc", "call +1 555 123 4567 for $5"]
+    for text in texts:
+        if f._URL_RE.search(text):
+            assert f._URL_HINT_RE.search(text), text
+        if f._OBFUSCATED_RE.search(text):
+            assert f._OBF_HINT_RE.search(text), text
+        if f._PHONE_RE.search(text) or f._MONEY_RE.search(text):
+            assert f._DIGIT_RE.search(text), text

@@ -12,6 +12,7 @@ import math
 import re
 import unicodedata
 import zlib
+from itertools import chain, repeat
 from typing import Any, Iterable, NamedTuple, Sequence
 from urllib.parse import parse_qsl, urlsplit
 
@@ -99,7 +100,6 @@ _TAG_RE = re.compile(r"<\s*(/?)\s*([a-zA-Z][a-zA-Z0-9]*)\b[^<>]{0,500}>|<!--.{0,
 _HREF_RE = re.compile(r"""href\s*=\s*["']?([^"'\s<>]+)""", re.I)
 _ENTITY_RE = re.compile(r"&(?:#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|[a-zA-Z][a-zA-Z0-9]{1,31});?")
 _REPEAT_RE = re.compile(r"(.)\1{2,}")
-_LONG_RUN_RE = re.compile(r"(.)\1{3,}")
 
 
 class Normalised(NamedTuple):
@@ -142,10 +142,9 @@ def normalise(content: str, max_chars: int = 20000) -> Normalised:
     text = cased.lower()
     # "!!!!!!!!" or "soooooo" would otherwise flood the character n-grams with one repeated gram; runs are kept at
     # three characters and counted as a signal instead.
-    runs = _REPEAT_RE.findall(text)
+    text, runs = _REPEAT_RE.subn(r"\1\1\1", text)  # one pass: a run of exactly three is put back as it was
     if runs:
-        counts["repeated_chars"] = len(runs)
-        text = _LONG_RUN_RE.sub(r"\1\1\1", text)
+        counts["repeated_chars"] = runs
     return Normalised(text, cased, hrefs, counts)
 
 
@@ -170,7 +169,12 @@ _OBFUSCATED_RE = re.compile(
     r"\s*(" + _OBF_TLDS + r")\b"
 )
 _TIMESTAMP_RE = re.compile(r"[?&#]t=\d")
-_OBF_HINT_RE = re.compile(r"\s\.|\.\s|\bdot\b|d0t|[(\[{]\s*\.")
+# Necessary conditions of the link patterns above, far cheaper to scan for: most comments have no link, and the
+# full patterns cost tens of microseconds per comment. A written-out link always has its ending right after a
+# dot, a closing bracket or "dot"/"d0t" (spaces between allowed); a plain one has "://", "www." or ".ending".
+_URL_HINT_RE = re.compile(r"://|www\.|\.(?:" + _TLDS + r")\b")
+_OBF_HINT_RE = re.compile(r"(?:[.)\]}]|dot|d0t)\s*(?:" + _OBF_TLDS + r")\b")
+_DIGIT_RE = re.compile(r"\d")  # phone numbers and amounts of money both need one
 _SPACED_WWW_RE = re.compile(r"\bw\s+w\s+w\b|\bh\s*t\s*t\s*p\s*s?\s*:\s*/\s*/")
 _SHORTENERS = frozenset(
     "bit.ly goo.gl tinyurl.com t.co ow.ly is.gd buff.ly adf.ly bit.do shorturl.at cutt.ly rebrand.ly tiny.cc "
@@ -226,6 +230,11 @@ class Signal(NamedTuple):
     value: float
 
 
+# The signals nearly every comment has, made once.
+_LINK_COUNTS = [Signal("links:" + _bucket(n, 3), 1.0) for n in range(4)]
+_LENGTHS = [Signal(f"length:{n}", 1.0) for n in range(13)]
+
+
 def signals(comment: Comment, norm: Normalised, config: FeatureConfig) -> list[Signal]:
     """Named signals that spam finds hard to hide. Each is a one-hot or small-valued feature with a readable key."""
     groups = config.signals
@@ -235,16 +244,18 @@ def signals(comment: Comment, norm: Normalised, config: FeatureConfig) -> list[S
     counts = norm.counts
     if "links" in groups:
         # Cheap substring tests first: most comments have no link at all and each regex scan costs microseconds.
-        urls = _URL_RE.findall(text) if ("." in text or "/" in text) else []
+        urls = _URL_RE.findall(text) if ("." in text or "/" in text) and _URL_HINT_RE.search(text) else []
         if norm.hrefs:
             urls += [h.lower() for h in norm.hrefs]
         obfuscated = _OBFUSCATED_RE.findall(text) if _OBF_HINT_RE.search(text) else []
         spaced = ("w w" in text or "t t" in text) and _SPACED_WWW_RE.search(text) is not None
-        hosts = {_host(u) for u in urls}
-        hosts.update(f"{name}.{tld}" for name, tld in obfuscated)
-        hosts.discard("")
         n_links = len(urls) + len(obfuscated)
-        add(Signal("links:" + _bucket(n_links, 3), 1.0))
+        add(_LINK_COUNTS[min(n_links, 3)])
+        hosts = set()
+        if n_links:
+            hosts = {_host(u) for u in urls}
+            hosts.update(f"{name}.{tld}" for name, tld in obfuscated)
+            hosts.discard("")
         if hosts:
             add(Signal("domains:" + _bucket(len(hosts), 3), 1.0))
             shown = sorted(hosts)[:10]
@@ -258,7 +269,7 @@ def signals(comment: Comment, norm: Normalised, config: FeatureConfig) -> list[S
         # spam links elsewhere.
         if urls and comment.permalink and _links_to_page(urls, comment.permalink):
             add(Signal("link_to_this_page", 1.0))
-        if any(_TIMESTAMP_RE.search(u) for u in urls):
+        if urls and any(_TIMESTAMP_RE.search(u) for u in urls):
             add(Signal("link_timestamp", 1.0))
         if obfuscated or spaced:
             add(Signal("obfuscated_link", 1.0))
@@ -272,8 +283,7 @@ def signals(comment: Comment, norm: Normalised, config: FeatureConfig) -> list[S
             if n:
                 add(Signal(f"{name}:" + _bucket(n, 3), 1.0))
     if "shape" in groups:
-        n_chars = len(text)
-        add(Signal("length:" + str(min(n_chars.bit_length(), 12)), 1.0))
+        add(_LENGTHS[min(len(text).bit_length(), 12)])
         repeats = counts.get("repeated_chars", 0)
         if repeats:
             add(Signal("repeated_chars:" + _bucket(repeats, 3), 1.0))
@@ -289,10 +299,11 @@ def signals(comment: Comment, norm: Normalised, config: FeatureConfig) -> list[S
                 if caps_words:
                     add(Signal("caps_words:" + _bucket(caps_words, 3), 1.0))
     if "contact" in groups:
-        if _PHONE_RE.search(text):
-            add(Signal("phone_number", 1.0))
-        if _MONEY_RE.search(text):
-            add(Signal("money", 1.0))
+        if _DIGIT_RE.search(text):
+            if _PHONE_RE.search(text):
+                add(Signal("phone_number", 1.0))
+            if _MONEY_RE.search(text):
+                add(Signal("money", 1.0))
         if "@" in text and _EMAIL_RE.search(text):
             add(Signal("email_in_text", 1.0))
     if "author" in groups:
@@ -323,15 +334,15 @@ _ASCII_LETTERS = _ASCII_UPPER + _ASCII_UPPER.lower()
 # Hashing.
 
 _WORD_RE = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")
-_M32 = np.uint64(0xFFFFFFFF)
+# The same words with what lies between them: split() gives [between, word, between, word, ..., between].
+_WORD_SPLIT_RE = re.compile("(" + _WORD_RE.pattern + ")")
 _PRIME = np.uint64(1099511628211)
 _SEED_WORD = 0x5157
 _SEED_AUTHOR = 0xA07
 _SEED_SIGNAL = 0x5165
-_BIGRAM_A = np.uint64(0xD6E8FEB86659FD93)
-_BIGRAM_B = np.uint64(0x632BE59BD9B4E019)
-_GROUP_WORD, _GROUP_CHAR, _GROUP_SIGNAL = 0, 1, 2
+_BIGRAM = np.array([0xD6E8FEB86659FD93, 0x632BE59BD9B4E019], np.uint64)  # words (a, b) hash to a*A + b*B
 _MIX = np.uint64(0x9E3779B97F4A7C15)
+_SHIFTS = [np.uint64(n) for n in range(65)]
 
 
 def _char_hashes(text: str, lo: int, hi: int) -> np.ndarray:
@@ -363,28 +374,31 @@ def _powers(lo: int, hi: int) -> np.ndarray:
     return m
 
 
-def _str_hashes(items: Sequence[str], seed: int) -> np.ndarray:
-    crc = zlib.crc32
-    return np.fromiter((crc(s.encode("utf-8", "surrogatepass"), seed) for s in items), dtype=np.uint64,
-                       count=len(items))
+def _str_hashes(items: Sequence[str], seed: int, more: Sequence[str] = (), more_seed: int = 0) -> np.ndarray:
+    """CRC-32 of each item's UTF-8 bytes with `seed`, then of each of `more` with `more_seed`, in one array."""
+    n, m = len(items), len(more)
+    seeds = chain(repeat(seed, n), repeat(more_seed, m))
+    try:  # all in C: strict UTF-8 gives the same bytes as surrogatepass for any text without lone surrogates
+        return np.fromiter(map(zlib.crc32, map(str.encode, chain(items, more)), seeds), dtype=np.uint64,
+                           count=n + m)
+    except UnicodeEncodeError:
+        return np.fromiter((zlib.crc32(s.encode("utf-8", "surrogatepass"), seed)
+                            for s, seed in zip(chain(items, more), seeds)), dtype=np.uint64, count=n + m)
 
 
-class Provenance(NamedTuple):
-    """Where each feature entry came from, for explanations and highlighting.
+class Layout(NamedTuple):
+    """Where an Extraction's entries come from, for explanations. Entries come in this order: `n_uni` word
+    unigrams (word i of `words`), `n_bi` bigrams (words i and i + 1), one per author word, `n_c` character n-grams
+    (position-major over the padded text, as `_char_hashes` orders them), then one per signal key."""
 
-    Entry k adds `values[k]` to feature `indices[k]`; `names[owner[k]]` names its source (`word:subscribe`,
-    `links:3`, `(punctuation)`, ...); `token[k]` is the position in `words` of the word occurrence it belongs to
-    (-1 for signals). A character n-gram belongs to the word it lies in; a word bigram appears as two half
-    entries, one per word. The entries add up to the same feature vector as the Extraction's."""
-
-    indices: np.ndarray
-    values: np.ndarray
-    owner: np.ndarray
-    token: np.ndarray
-    names: list[str]
-    words: list[str]  # word tokens of the normalised text, in order
-    word_spans: list[tuple[int, int]]  # their spans in the normalised text
-    text: str  # the normalised text
+    pieces: list[str]  # the normalised text as [between, word, between, ..., word, between]
+    words: list[str]  # pieces[1::2]
+    n_uni: int
+    n_bi: int
+    author_words: list[str]
+    n_c: int
+    char_ngrams: tuple[int, int]
+    signal_keys: list[str]
 
 
 class Extraction(NamedTuple):
@@ -393,7 +407,7 @@ class Extraction(NamedTuple):
 
     indices: np.ndarray  # int64
     values: np.ndarray  # float64
-    provenance: Provenance | None
+    layout: Layout | None = None  # with explain=True
 
 
 def as_comment(item: Any) -> Comment:
@@ -406,37 +420,39 @@ def as_comment(item: Any) -> Comment:
     raise TypeError(f"expected a Comment, a dict or a str, got {type(item).__name__}")
 
 
-_EMPTY_U64 = np.empty(0, np.uint64)
-
-
 def extract(comment: Comment | str, config: FeatureConfig | None = None, explain: bool = False) -> Extraction:
-    """The feature entries of one comment, plus their provenance when `explain`.
+    """The feature entries of one comment, plus their layout (for explanations) when `explain`.
 
     Each group (words and word bigrams, character n-grams, named signals) is scaled by its weight over the square
     root of its number of entries: the L2 norm when entries are distinct. Entries are never aggregated, so the
-    scorer's dot product needs no sort; scikit-learn sums repeated indices when it builds the CSR matrix."""
+    scorer's dot product needs no sort; scikit-learn sums repeated indices when it builds the CSR matrix. Every
+    step is a handful of whole-array operations: one comment is scored per request, so per-call overhead is the
+    cost that counts."""
     config = config or DEFAULT_CONFIG
     comment = as_comment(comment)
     norm = normalise(comment.content, config.max_chars)
     text = norm.text
 
-    spans = None
+    pieces: list[str] = []
     if explain:
-        matches = list(_WORD_RE.finditer(text))
-        words = [mt.group() for mt in matches]
-        spans = [mt.span() for mt in matches]
+        pieces = _WORD_SPLIT_RE.split(text)
+        words = pieces[1::2]
     else:
         words = _WORD_RE.findall(text)
     wlo, whi = config.word_ngrams
     n_words = len(words)
-    word_h = _str_hashes(words, _SEED_WORD) if n_words else _EMPTY_U64
-    parts = []
     n_uni = n_words if wlo <= 1 else 0
-    if n_uni:
-        parts.append(word_h)
     n_bi = n_words - 1 if whi >= 2 and n_words >= 2 else 0
-    if n_bi:
-        parts.append(word_h[:-1] * _BIGRAM_A + word_h[1:] * _BIGRAM_B)
+    sigs = signals(comment, norm, config)
+    keys = [s.key for s in sigs]
+    n_s = len(keys)
+    # Words and signal keys are hashed in one pass; each group then takes its slice.
+    crcs = _str_hashes(words if n_uni or n_bi else (), _SEED_WORD, keys, _SEED_SIGNAL)
+    parts = []
+    if n_uni:
+        parts.append(crcs[:n_uni])
+    if n_bi:  # each word with the next: an (n_bi, 2) view of the same buffer times (A, B)
+        parts.append(np.ndarray((n_bi, 2), np.uint64, crcs, 0, (8, 8)) @ _BIGRAM)
     author_words: list[str] = []
     if config.author_name and comment.author:
         author_words = _WORD_RE.findall(normalise(comment.author, 200).text)
@@ -448,89 +464,69 @@ def extract(comment: Comment | str, config: FeatureConfig | None = None, explain
     char_h = _char_hashes(text, clo, chi)
     parts.append(char_h)
     n_c = char_h.shape[0]
-
-    sigs = signals(comment, norm, config)
-    if sigs:
-        parts.append(_str_hashes([s.key for s in sigs], _SEED_SIGNAL))
+    if n_s:
+        parts.append(crcs[crcs.shape[0] - n_s:])
 
     hashes = np.concatenate(parts) if len(parts) > 1 else parts[0]
     # Multiplicative (Fibonacci) hashing: the top bits of h * odd constant depend on every bit of h, so they make
     # the index; the bit below them makes the sign that keeps collisions unbiased.
-    mixed = hashes * _MIX
     bits = config.n_features.bit_length() - 1
-    indices = (mixed >> np.uint64(64 - bits)).view(np.int64)
-    values = np.copysign(1.0, (mixed << np.uint64(bits)).view(np.int64))  # that bit moved to the sign bit
-    if n_w:
-        values[:n_w] *= config.word_weight / math.sqrt(n_w)
-    if n_c:
-        values[n_w:n_w + n_c] *= config.char_weight / math.sqrt(n_c)
-    if sigs:
-        values[n_w + n_c:] *= np.array([s.value for s in sigs]) * config.signal_weight
+    mixed = hashes * _MIX
+    indices = (mixed >> _SHIFTS[64 - bits]).view(np.int64)
+    scale = np.empty(hashes.shape[0])
+    scale[:n_w] = config.word_weight / math.sqrt(n_w) if n_w else 0.0
+    scale[n_w:n_w + n_c] = config.char_weight / math.sqrt(n_c)
+    if n_s:
+        scale[n_w + n_c:] = [s.value * config.signal_weight for s in sigs]
+    # The sign bit moved to the top: copysign takes each entry's scale and that sign.
+    values = np.copysign(scale, (mixed << _SHIFTS[bits]).view(np.int64))
 
     if not explain:
-        return Extraction(indices, values, None)
-
-    # Provenance: each entry's word occurrence (token) and its explanation name (owner, an index into names).
-    # Names are built once per distinct word, so explaining costs a few array operations, not a string per n-gram.
-    names: list[str] = []
-    name_of: dict[str, int] = {}
-    word_owner = np.empty(n_words + 1, np.int64)  # the extra slot is "no word" (token -1)
-    for i, w in enumerate(words):
-        key = "word:" + w
-        j = name_of.get(key)
-        if j is None:
-            j = name_of[key] = len(names)
-            names.append(key)
-        word_owner[i] = j
-    word_owner[n_words] = len(names)
-    names.append("(punctuation)")
-    token = np.full(hashes.shape[0], -1, np.int64)
-    token[:n_uni] = np.arange(n_uni)
-    token[n_uni:n_uni + n_bi] = np.arange(n_bi)
-    if n_c:
-        token[n_w:n_w + n_c] = _char_owner(text, clo, chi, spans)
-    owner = word_owner[token]  # token -1 picks the "(punctuation)" slot
-    positions = list(range(n_uni + n_bi, n_w)) + list(range(n_w + n_c, hashes.shape[0]))
-    keys = ["author_word:" + w for w in author_words] + [s.key for s in sigs]
-    for pos, key in zip(positions, keys):
-        j = name_of.get(key)
-        if j is None:
-            j = name_of[key] = len(names)
-            names.append(key)
-        owner[pos] = j
-    p_idx, p_val = indices, values
-    if n_bi:
-        # A bigram belongs to both its words: half goes to the first (above), half to the second (appended).
-        bi = slice(n_uni, n_uni + n_bi)
-        second = np.arange(1, n_bi + 1)
-        p_val = values.copy()
-        p_val[bi] *= 0.5
-        p_idx = np.concatenate((indices, indices[bi]))
-        p_val = np.concatenate((p_val, p_val[bi]))
-        token = np.concatenate((token, second))
-        owner = np.concatenate((owner, word_owner[second]))
-    return Extraction(indices, values, Provenance(p_idx, p_val, owner, token, names, words, spans, text))
+        return Extraction(indices, values)
+    return Extraction(indices, values, Layout(pieces, words, n_uni, n_bi, author_words, n_c, (clo, chi), keys))
 
 
-def _char_owner(text: str, lo: int, hi: int, spans) -> np.ndarray:
-    """The word each character n-gram mostly lies in (by its middle character), in _char_hashes order; an n-gram
-    centred on a space or punctuation goes to a word it touches, -1 when it touches none."""
-    rows = len(text) + 2
-    # owner[p] = the word covering position p of the padded text (-1 outside words); spans never overlap, so
-    # +id at each start and -id at each end, summed up, paints them.
-    marks = np.zeros(rows + hi + 1, np.int64)
-    if spans:
-        bounds = np.asarray(spans, np.int64) + 1
-        ids = np.arange(1, len(spans) + 1)
-        marks[bounds[:, 0]] += ids
-        marks[bounds[:, 1]] -= ids
-    owner = np.cumsum(marks) - 1
-    base = np.arange(rows)[:, None]
-    lengths = np.arange(lo, hi + 1)
-    middle = owner[base + (lengths - 1) // 2]
-    left = owner[:rows, None]
-    right = owner[base + lengths - 1]
-    return np.where(middle >= 0, middle, np.where(left >= 0, left, right)).ravel()
+def attribute(ex: Extraction, amounts: np.ndarray, word_slots: np.ndarray, other_slots: np.ndarray,
+              size: int) -> np.ndarray:
+    """Per-entry `amounts` (aligned with ex.indices) summed into `size` slots, in one pass.
+
+    Word occurrence i's unigram, half of each bigram it is part of and the character n-grams it owns (see
+    `_char_owner`) go to slot word_slots[i]; the author words then the signals, in order, to `other_slots`; the
+    n-grams that touch no word to slot 0. Needs an extraction made with explain=True."""
+    layout = ex.layout
+    if layout is None:
+        raise ValueError("attribute needs extract(..., explain=True)")
+    n_uni, n_bi, n_a = layout.n_uni, layout.n_bi, len(layout.author_words)
+    half = amounts[n_uni:n_uni + n_bi] * 0.5  # a bigram belongs to both its words
+    weights = np.concatenate((amounts[:n_uni], half, amounts[n_uni + n_bi:], half))
+    chars = _char_owner(layout.pieces, word_slots, *layout.char_ngrams)
+    owners = np.concatenate((word_slots[:n_uni], word_slots[:n_bi], other_slots[:n_a], chars, other_slots[n_a:],
+                             word_slots[1:n_bi + 1]))
+    return np.bincount(owners, weights=weights, minlength=size)
+
+
+_OWNER_COLUMNS: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _char_owner(pieces: list[str], word_slots: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """The slot of each character n-gram, in `_char_hashes` order: that of the word its middle character lies in;
+    for an n-gram centred on a space or punctuation, that of a word it touches (the first character's, else the
+    last's); 0 when it touches none."""
+    lengths = np.fromiter(map(len, pieces), np.int64, len(pieces))
+    lengths[0] += 1  # the padding of _char_hashes: one space before the text, `hi` after it
+    lengths[-1] += hi
+    pattern = np.zeros(len(pieces), np.int64)  # pieces alternate [between, word, between, ..., word, between]
+    pattern[1::2] = word_slots[:len(pieces) // 2]
+    slot = np.repeat(pattern, lengths)  # per character of the padded text
+    rows = slot.shape[0] - hi + 1
+    windows = np.ndarray((rows, hi), np.int64, slot, 0, (8, 8))
+    cols = _OWNER_COLUMNS.get((lo, hi))
+    if cols is None:
+        lengths_ = np.arange(lo, hi + 1)
+        cols = _OWNER_COLUMNS[(lo, hi)] = ((lengths_ - 1) // 2, lengths_ - 1)
+    middle = windows[:, cols[0]]
+    first = windows[:, :1]
+    return np.where(middle > 0, middle, np.where(first > 0, first, windows[:, cols[1]])).ravel()
 
 
 DEFAULT_CONFIG = FeatureConfig()

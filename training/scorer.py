@@ -11,16 +11,33 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from training.features import Extraction, FeatureConfig, extract, highlight_spans
+from training.features import Extraction, FeatureConfig, attribute, extract, highlight_spans
 
 
 class Contributions(NamedTuple):
+    """A decision value split among named sources: "(punctuation)" (character n-grams touching no word), the
+    distinct words in order of first occurrence, then author words and signals. Names are built only for the
+    sources asked about (`name`): a reason list shows a handful of them."""
+
     decision_value: float  # log-odds of spam after calibration; score = sigmoid(decision_value)
     bias: float  # the part of decision_value that does not depend on the comment
-    names: list[str]  # explanation names (word:..., links:..., ...)
-    by_name: np.ndarray  # summed contribution of each name
+    by_name: np.ndarray  # summed contribution of each source, in the order above
     by_token: np.ndarray | None  # per word occurrence of the normalised text, when asked for
-    words: list[str]
+    words: list[str]  # the word occurrences of the normalised text
+    distinct: list[str]  # the distinct words, in by_name order
+    others: list[str]  # the names after the words
+
+    def name(self, j: int) -> str:
+        if j == 0:
+            return "(punctuation)"
+        n = len(self.distinct)
+        if j <= n:
+            return "word:" + self.distinct[j - 1]
+        return self.others[j - n - 1]
+
+    @property
+    def names(self) -> list[str]:
+        return ["(punctuation)"] + ["word:" + w for w in self.distinct] + self.others
 
 
 class Scorer:
@@ -29,7 +46,7 @@ class Scorer:
     sklearn's _SigmoidCalibration predicts expit(-(a * d + b)) for the decision function d = w.x + c, so the
     calibrated log-odds are z = -(a * d + b) and each feature's share of z is -a * w_j * x_j."""
 
-    __slots__ = ("config", "coef", "intercept", "a", "b")
+    __slots__ = ("config", "coef", "intercept", "a", "b", "bias")
 
     def __init__(self, config: FeatureConfig, coef: np.ndarray, intercept: float, a: float, b: float):
         self.config = config
@@ -37,6 +54,7 @@ class Scorer:
         self.intercept = float(intercept)
         self.a = float(a)
         self.b = float(b)
+        self.bias = -(self.a * self.intercept + self.b)
 
     def decision_value(self, ex: Extraction) -> float:
         d = float(self.coef[ex.indices] @ ex.values) + self.intercept
@@ -48,19 +66,31 @@ class Scorer:
     def contributions(self, ex: Extraction, per_token: bool = False) -> Contributions:
         """Split the decision value among named sources; needs an extraction made with explain=True.
         `per_token` also splits it among word occurrences (for highlighting)."""
-        prov = ex.provenance
-        if prov is None:
+        layout = ex.layout
+        if layout is None:
             raise ValueError("contributions need extract(..., explain=True)")
-        z = self.decision_value(ex)
-        bias = -(self.a * self.intercept + self.b)
-        contrib = self.coef[prov.indices] * prov.values
+        weights = self.coef[ex.indices]
+        z = -(self.a * (float(weights @ ex.values) + self.intercept) + self.b)  # as decision_value, to the bit
+        contrib = weights * ex.values
         contrib *= -self.a
-        per_name = np.bincount(prov.owner, weights=contrib, minlength=len(prov.names))
+        words = layout.words
+        index: dict[str, int] = {}
+        # Slot 0 is "(punctuation)", then one slot per distinct word (per occurrence with per_token), then others.
+        distinct = [index.setdefault(w, len(index) + 1) for w in words]
+        n_words = len(words) if per_token else len(index)
+        others = ["author_word:" + w for w in layout.author_words] + layout.signal_keys
+        named: dict[str, int] = {}
+        other_slots = np.array([named.setdefault(k, len(named) + n_words + 1) for k in others], np.int64)
+        word_slots = np.arange(1, n_words + 1) if per_token else np.array(distinct, np.int64)
+        sums = attribute(ex, contrib, word_slots, other_slots, n_words + len(named) + 1)
         by_token = None
         if per_token:
-            in_word = prov.token >= 0
-            by_token = np.bincount(prov.token[in_word], weights=contrib[in_word], minlength=len(prov.words))
-        return Contributions(z, bias, prov.names, per_name, by_token, prov.words)
+            by_token = sums[1:n_words + 1]
+            by_word = by_token
+            if len(index) < len(words):  # a repeated word is one source
+                by_word = np.bincount(distinct, weights=by_token, minlength=len(index) + 1)[1:]
+            sums = np.concatenate((sums[:1], by_word, sums[n_words + 1:]))
+        return Contributions(z, self.bias, sums, by_token, words, list(index), list(named))
 
 
 def sigmoid(z: float) -> float:
@@ -72,15 +102,31 @@ def sigmoid(z: float) -> float:
 
 
 def top_reasons(c: Contributions, top: int) -> list[dict[str, Any]]:
-    """The `top` largest contributions by magnitude, then "(bias)" and "(other signals)", summing to the
-    decision value."""
-    order = np.argsort(-np.abs(c.by_name), kind="stable")[:max(top, 0)].tolist()
-    shown = [(c.names[j], w) for j, w in zip(order, c.by_name[order].tolist()) if w != 0.0]
-    reasons = [{"signal": name, "weight": w} for name, w in shown]
+    """The `top` largest contributions by magnitude (ties in source order), then "(bias)" and "(other signals)",
+    summing to the decision value."""
+    w = c.by_name
+    n = w.shape[0]
+    k = min(max(top, 0), n)
+    order: list[int] = []
+    if k:
+        mag = np.abs(w)
+        if k < n and n > 64:
+            # Only the candidates at or above the k-th largest magnitude need sorting (a long comment has
+            # hundreds of sources); sorting them stably keeps the same order a full stable sort gives.
+            kth = np.partition(mag, n - k)[n - k]
+            candidates = np.flatnonzero(mag >= kth)
+            order = candidates[np.argsort(-mag[candidates], kind="stable")[:k]].tolist()
+        else:
+            order = np.argsort(-mag, kind="stable")[:k].tolist()
+    reasons = []
+    total = 0.0
+    for j, weight in zip(order, w[order].tolist()):
+        if weight != 0.0:
+            reasons.append({"signal": c.name(j), "weight": weight})
+            total += weight
     reasons.append({"signal": "(bias)", "weight": c.bias})
     # The remainder is taken against the decision value itself, so the list adds up to it exactly.
-    rest = c.decision_value - c.bias - sum(w for _, w in shown)
-    reasons.append({"signal": "(other signals)", "weight": rest})
+    reasons.append({"signal": "(other signals)", "weight": c.decision_value - c.bias - total})
     return reasons
 
 
