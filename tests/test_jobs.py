@@ -400,3 +400,30 @@ def test_a_champion_that_cannot_be_verified_is_not_replaced_blindly(r, settings,
     assert registry.current_version() == foreign and [m["version"] for m in registry.list()] == [foreign]
     event = registry.history()[0]
     assert event["kind"] == "reject" and event["reason"] == record["why"]
+
+
+def test_a_large_full_retrain_extracts_features_once(r, settings, backwards_model, monkeypatch):
+    from training import fitting
+
+    monkeypatch.setattr(fitting, "EXACT_MAX", 100)
+    monkeypatch.setattr(fitting, "CHUNK", 64)
+    monkeypatch.setattr(fitting, "CAL_MIN", 30)
+    built = []
+    real = fitting.Featurized.__init__
+
+    def counting(self, comments, *args, **kwargs):
+        built.append(len(comments))
+        real(self, comments, *args, **kwargs)
+
+    monkeypatch.setattr(fitting.Featurized, "__init__", counting)
+    seed_champion(r, settings, backwards_model)
+    store_labels(r, campaign(300, seed=7))
+    record = jobs.run_retrain(r, settings, full=True)
+    assert record["decision"] == "promote", record["why"]
+    assert built == [300]  # holdout fit, both models' scores and the final fit share one extraction
+    assert "features" in record["timings_s"]
+    info = Registry.from_settings(r, settings)
+    model = info.load(info.current_version())
+    assert model.meta["classifier"]["solver"].startswith("sgd") and model.meta["classifier"]["rows_fitted"] > 200
+    spam, _ = next(campaign(2, seed=123, start=1))
+    assert model.score(spam).score > 0.5

@@ -115,3 +115,75 @@ def test_choosing_c_by_cross_validation():
     # With three or more sources the folds leave whole sources out.
     grouped = train(texts, labels, sources=["a", "b", "c"] * 8)
     assert grouped.meta["sources"] == {s: {"spam": 4, "ham": 4} for s in "abc"}
+
+
+@pytest.fixture()
+def many_labels_path(monkeypatch):
+    """The many-labels path (training.fitting) on small data: thresholds lowered, chunks small."""
+    from training import fitting
+
+    monkeypatch.setattr(fitting, "EXACT_MAX", 100)
+    monkeypatch.setattr(fitting, "CHUNK", 64)
+    monkeypatch.setattr(fitting, "CAL_MIN", 60)
+    return fitting
+
+
+def test_many_labels_path_is_one_linear_model_and_one_sigmoid(many_labels_path, youtube):
+    from sklearn.frozen import FrozenEstimator
+
+    rows = youtube[::3]
+    m = train([r["text"] for r in rows], [r["label"] for r in rows], C=10.0)
+    calibrated = m.pipeline.named_steps["classifier"]
+    assert len(calibrated.calibrated_classifiers_) == 1
+    assert isinstance(calibrated.calibrated_classifiers_[0].estimator, FrozenEstimator)
+    assert m.meta["classifier"]["solver"].startswith("sgd") and "held-out slice" in m.meta["classifier"]["calibration"]
+    held_out = youtube[1::3][:300]
+    p = m.predict_proba([r["text"] for r in held_out])
+    assert max(abs(m.score(r["text"], top=0).score - q) for r, q in zip(held_out, p)) <= 1e-9
+    y = encode_labels([r["label"] for r in held_out])
+    assert np.mean((p >= 0.5) == y) > 0.85
+    # partial_fit moves the weights the pipeline uses, through the frozen wrapper
+    text = "lovely tune, greetings from Brazil"
+    before = m.predict_proba([text])[0]
+    m.partial_fit([text] * 3, ["spam"] * 3)
+    assert m.predict_proba([text])[0] > before and abs(m.predict_proba([text])[0] - m.score(text).score) <= 1e-9
+    m2 = pickle.loads(pickle.dumps(m))
+    assert m2.score(text).score == m.score(text).score
+
+
+def test_many_labels_path_dedupes_and_streams(many_labels_path, youtube, monkeypatch):
+    rows = youtube[::4]
+    texts, labels = [r["text"] for r in rows], [r["label"] for r in rows]
+    doubled = train(texts * 2, labels * 2, C=10.0)
+    assert doubled.meta["classifier"]["distinct_rows"] == len(set(zip(texts, labels)))
+    assert doubled.meta["counts"]["spam"] + doubled.meta["counts"]["ham"] == 2 * len(texts)
+    # Beyond IN_MEMORY_MAX rows are re-featurised per pass and fitted by one averaged pass; C still by CV.
+    monkeypatch.setattr(many_labels_path, "IN_MEMORY_MAX", 50)
+    streamed = train(texts, labels)
+    assert "averaged" in streamed.meta["classifier"]["solver"]
+    assert streamed.meta["classifier"]["C"] in C_GRID
+    assert set(streamed.meta["classifier"]["C_cv_log_loss"]) == {str(c) for c in C_GRID}
+    assert streamed.score(SPAMMY).score > 0.5 > streamed.score(HAMMY).score
+
+
+def test_featurized_rows_and_weights(many_labels_path):
+    from training.features import DEFAULT_CONFIG, Featurizer
+
+    texts = [f"comment number {i} about things" for i in range(150)] + ["same text"] * 3
+    y = np.array([i % 2 for i in range(150)] + [1, 1, 0])
+    data = many_labels_path.Featurized(texts, y, DEFAULT_CONFIG, n_jobs=1)
+    assert data.n == 152 and data.inverse[150] == data.inverse[151] != data.inverse[152]
+    w = data.weights(np.array([150, 151, 152, 0]))
+    assert w[data.inverse[150]] == 2 and w[data.inverse[152]] == 1 and w.sum() == 4
+    ids = np.array([data.inverse[152], data.inverse[3], data.inverse[0]])
+    X = data.rows(ids)
+    assert X.dtype == np.float32 and X.indices.dtype == np.int32
+    expected = Featurizer(DEFAULT_CONFIG).transform(["same text", texts[3], texts[0]])
+    assert abs(X - expected).max() < 1e-6
+
+
+def test_partial_fit_defaults_are_gentle():
+    import inspect
+
+    params = inspect.signature(Model.partial_fit).parameters
+    assert params["epochs"].default * params["learning_rate"].default <= 0.2
