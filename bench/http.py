@@ -139,6 +139,36 @@ class Server:
             time.sleep(0.2)
         raise RuntimeError(f"gunicorn not ready within {timeout:.0f} s; see {self.log_path}")
 
+    def wait_settled(self, timeout: float = 180.0) -> None:
+        """Wait until every worker has booted: /readyz answers as soon as one has, and a worker still importing
+        scikit-learn and loading the model would take the cores from the measured runs. Booting burns CPU; a
+        booted worker waiting for requests burns none."""
+        deadline = time.monotonic() + timeout
+        quiet = 0
+        last = self._cpu_ticks()
+        while time.monotonic() < deadline and quiet < 3:
+            time.sleep(0.5)
+            now = self._cpu_ticks()
+            quiet = quiet + 1 if now - last <= 5 else 0
+            last = now
+        if quiet < 3:
+            raise RuntimeError(f"gunicorn workers still busy after {timeout:.0f} s; see {self.log_path}")
+
+    def _cpu_ticks(self) -> int:
+        """User + system clock ticks of the master and its workers so far."""
+        pids = [self.process.pid]
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        if children.exists():
+            pids += [int(p) for p in children.read_text().split()]
+        total = 0
+        for pid in pids:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:  # a worker exiting right now
+                continue
+            total += int(fields[11]) + int(fields[12])
+        return total
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
@@ -192,6 +222,7 @@ def main() -> str:
             server = Server(store.url, tmp, worker_class=worker_class)
             servers.append(server)
             server.wait_ready()
+            server.wait_settled()
             tables[worker_class] = _measure(server, script, seconds)
             server.stop()
 

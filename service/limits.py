@@ -1,11 +1,12 @@
-"""Per-key rate limits shared through Redis (flask-limiter), so every web process of a deployment spends one budget.
+"""Per-key rate limits shared through Redis, so every web process of a deployment spends one budget.
 
 A refused request gets 429 with Retry-After (what Akismet clients honour too) and a JSON body, or plain text on the
 Akismet face. Counting never waits for Redis: with `appendfsync always` every Redis write waits for a disk flush
 (milliseconds), so each process counts in memory and pushes its counts to Redis in the background every
 FLUSH_SECONDS, learning the other processes' counts in the same round trip. A key may overshoot its limit by what
 the deployment's processes accept in one flush interval. If Redis is down, counting goes on in memory and a check
-never turns into a 500.
+never turns into a 500. Limits are written in the `limits` package's syntax ("600/minute"); the check itself is one
+before-request hook, since a generic per-route limiter costs more per request than the scoring it guards.
 """
 from __future__ import annotations
 
@@ -18,9 +19,9 @@ import time
 
 import redis
 from flask import Flask, Response, current_app, g, request
-from flask_limiter import Limiter, RateLimitExceeded
-from limits import parse_many
+from limits import RateLimitItem, parse_many
 from limits.storage import Storage
+from limits.strategies import FixedWindowRateLimiter
 
 from service.http import error_response
 from training import rediskeys
@@ -197,50 +198,44 @@ def rate_key() -> str:
     return "addr:" + (request.remote_addr or "unknown")
 
 
-def _exempt() -> bool:
-    return request.blueprint in EXEMPT_BLUEPRINTS
+class RateLimiter:
+    """One budget per key across every route (fixed windows), checked before each request."""
+
+    def __init__(self, settings: Settings):
+        self.items: list[RateLimitItem] = parse_many(settings.rate_limit)  # a bad setting fails at start
+        self.storage = SharedCounterStorage("winnow+" + settings.redis_url, socket_timeout=_STORAGE_TIMEOUT,
+                                            socket_connect_timeout=_STORAGE_TIMEOUT)
+        self.strategy = FixedWindowRateLimiter(self.storage)
+
+    def breached(self, key: str) -> RateLimitItem | None:
+        """Count one hit for `key` against every limit; the first limit it exceeds, or None."""
+        for item in self.items:
+            if not self.strategy.hit(item, key):
+                return item
+        return None
+
+    def before_request(self) -> Response | None:
+        if request.blueprint in EXEMPT_BLUEPRINTS:
+            return None
+        key = rate_key()
+        item = self.breached(key)
+        return None if item is None else self._too_many(item, key)
+
+    def _too_many(self, item: RateLimitItem, key: str) -> Response:
+        # Whole seconds until the breached window resets.
+        seconds = max(1, math.ceil(self.storage.get_expiry(item.key_for(key)) - time.time()))
+        message = f"rate limit of {item} exceeded for this key; retry after {seconds} s"
+        headers = [("Retry-After", str(seconds))]
+        if request.blueprint in PLAIN_TEXT_BLUEPRINTS:
+            # The Akismet protocol answers in text/plain without a trailing newline; its SDKs act on status and
+            # Retry-After.
+            return Response(message, status=429, mimetype="text/plain", headers=headers)
+        return error_response(429, "rate_limited", message, headers=headers)
 
 
-def _retry_after(limiter: Limiter, exc: RateLimitExceeded) -> int:
-    """Whole seconds until the breached window resets; the window length if the store cannot say."""
-    current = limiter.current_limit
-    try:
-        if current is not None:
-            return max(1, math.ceil(limiter.storage.get_expiry(current.key) - time.time()))
-    except Exception:  # the store went away between the hit and this question
-        pass
-    return max(1, int(exc.limit.limit.get_expiry()))
-
-
-def _too_many(limiter: Limiter, exc: RateLimitExceeded) -> Response:
-    seconds = _retry_after(limiter, exc)
-    message = f"rate limit of {exc.limit.limit} exceeded for this key; retry after {seconds} s"
-    headers = [("Retry-After", str(seconds))]
-    if request.blueprint in PLAIN_TEXT_BLUEPRINTS:
-        # The Akismet protocol answers in text/plain without a trailing newline; its SDKs act on status + Retry-After.
-        return Response(message, status=429, mimetype="text/plain", headers=headers)
-    return error_response(429, "rate_limited", message, headers=headers)
-
-
-def build_limiter(settings: Settings) -> Limiter:
-    parse_many(settings.rate_limit)  # a bad WINNOW_RATE_LIMIT fails at start, not on the first request
-    return Limiter(
-        key_func=rate_key,
-        application_limits=[settings.rate_limit],  # one budget per key across every route
-        storage_uri="winnow+" + settings.redis_url,
-        storage_options={"socket_timeout": _STORAGE_TIMEOUT, "socket_connect_timeout": _STORAGE_TIMEOUT},
-        strategy="fixed-window",
-        headers_enabled=False,  # X-RateLimit-* on every answer would be noise; a 429 says Retry-After
-        in_memory_fallback_enabled=True,
-        swallow_errors=True,
-    )
-
-
-def init_app(app: Flask, settings: Settings | None = None) -> Limiter:
+def init_app(app: Flask, settings: Settings | None = None) -> RateLimiter:
     settings = settings or app.config.get("WINNOW_SETTINGS") or Settings.from_env()
-    limiter = build_limiter(settings)
-    limiter.request_filter(_exempt)
-    limiter.init_app(app)
-    app.register_error_handler(RateLimitExceeded, lambda exc: _too_many(limiter, exc))
+    limiter = RateLimiter(settings)
+    app.before_request(limiter.before_request)
     app.extensions["winnow.limiter"] = limiter
     return limiter

@@ -5,12 +5,17 @@ comment's content, a query string, a header value other than the request id, or 
 """
 from __future__ import annotations
 
+import atexit
+import collections
 import json
 import logging
 import os
+import random
 import re
 import sys
+import threading
 import time
+from typing import TextIO
 
 from flask import Flask, Response, g, request, request_started
 
@@ -22,6 +27,12 @@ REQUEST_ID_HEADER = "X-Request-ID"
 # A caller's id is echoed only when it is short and plain, so it can neither forge log lines nor bloat them.
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _SAFE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_FLUSH_SECONDS = 0.1
+
+
+def _line(created: float, level: str, name: str, fields: dict) -> str:
+    return json.dumps({"ts": round(created, 3), "level": level, "logger": name, **fields}, separators=(",", ":"),
+                      default=str)
 
 
 class _JsonLines(logging.Formatter):
@@ -29,28 +40,92 @@ class _JsonLines(logging.Formatter):
         fields = getattr(record, "fields", None)
         if fields is None:
             fields = {"message": record.getMessage()}
-        line = {"ts": round(record.created, 3), "level": record.levelname.lower(), "logger": record.name}
-        line.update(fields)
-        return json.dumps(line, separators=(",", ":"), default=str)
+        return _line(record.created, record.levelname.lower(), record.name, fields)
+
+
+class _BatchedLines(logging.Handler):
+    """Lines gathered in memory and written by a daemon thread a few times a second: a request never waits for
+    a write() to stderr, and a busy worker writes many lines per system call. Flushed at exit."""
+
+    def __init__(self, stream: TextIO):
+        super().__init__()
+        self.stream = stream
+        self._pending: collections.deque[str] = collections.deque()  # appended by requests, drained by one thread
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+        atexit.register(self.flush)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.write(self.format(record))
+        except Exception:  # logging must never break a request
+            self.handleError(record)
+
+    def write(self, line: str) -> None:
+        self._pending.append(line + "\n")
+        if self._pid != os.getpid():
+            self._start()
+
+    def flush(self) -> None:
+        pending = self._pending
+        lines = [pending.popleft() for _ in range(len(pending))]
+        if lines:
+            try:
+                self.stream.write("".join(lines))
+                self.stream.flush()
+            except (OSError, ValueError):  # stderr closed at shutdown: nothing left to tell
+                pass
+
+    def _start(self) -> None:
+        with self.lock:
+            if self._pid == os.getpid():
+                return
+            self._pid = os.getpid()  # forked: the parent's thread does not exist here
+            self._thread = threading.Thread(target=self._run, name="winnow-log-writer", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(_FLUSH_SECONDS)
+            self.flush()
+
+
+_handler: _BatchedLines | None = None
 
 
 def _configure_logger() -> None:
+    global _handler
     if any(getattr(h, "_winnow", False) for h in logger.handlers):
         return
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _BatchedLines(sys.stderr)
     handler.setFormatter(_JsonLines())
     handler._winnow = True  # type: ignore[attr-defined]
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     logger.propagate = False
+    _handler = handler
+
+
+def _log_request(fields: dict) -> None:
+    """One request line. With only Winnow's own handler attached (the usual case) the line goes straight to it,
+    skipping the LogRecord that logging would build; any other handler gets it through logging as usual."""
+    if not logger.isEnabledFor(logging.INFO):
+        return
+    handlers = logger.handlers
+    if len(handlers) == 1 and handlers[0] is _handler and not logger.filters and not _handler.filters:
+        _handler.write(_line(time.time(), "info", logger.name, fields))
+    else:
+        logger.info("request", extra={"fields": fields})
 
 
 def _started(sender: Flask, **_: object) -> None:
     # request_started fires before any before_request hook, so a request the limiter or auth refuses early is
-    # still timed and logged.
+    # still timed and logged. Ids come from the per-process generator (re-seeded after fork): an id names a
+    # request, it guards nothing, and os.urandom costs a system call on every request.
     g._winnow_started = time.perf_counter()
     incoming = request.headers.get(REQUEST_ID_HEADER, "")
-    g.request_id = incoming if _SAFE_ID.fullmatch(incoming) else os.urandom(16).hex()
+    g.request_id = incoming if incoming and _SAFE_ID.fullmatch(incoming) else f"{random.getrandbits(128):032x}"
 
 
 def request_id() -> str:
@@ -60,28 +135,28 @@ def request_id() -> str:
 def _finished(response: Response) -> Response:
     started = g.get("_winnow_started")
     duration = time.perf_counter() - started if started is not None else 0.0
-    rule = request.url_rule
+    req = request._get_current_object()  # type: ignore[attr-defined]  # one proxy lookup, not ten
+    rule = req.url_rule
     route = rule.rule if rule is not None else "<unmatched>"
     status = response.status_code
-    method = request.method if request.method in _METHODS else "OTHER"  # a client must not mint label values
-    metrics.REQUEST_LATENCY.labels(route=route, method=method, status=str(status)).observe(duration)
+    method = req.method if req.method in _METHODS else "OTHER"  # a client must not mint label values
+    metrics.observe_request(route, method, status, duration)
     if status == 429:
         metrics.RATE_LIMITED.inc()
-    rid = request_id()
+    rid = g.get("request_id") or ""
     if rid:
         response.headers[REQUEST_ID_HEADER] = rid
     principal = g.get("principal")
-    fields = {
+    _log_request({
         "request_id": rid,
-        "method": request.method,
-        "path": request.path,
+        "method": req.method,
+        "path": req.path,
         "route": route,
         "status": status,
         "duration_ms": round(duration * 1000, 3),
         "key_id": getattr(principal, "id", None),
-        "remote_addr": request.remote_addr,
-    }
-    logger.info("request", extra={"fields": fields})
+        "remote_addr": req.remote_addr,
+    })
     return response
 
 

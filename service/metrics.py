@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -66,8 +67,25 @@ _model_lock = threading.Lock()
 _model_version: str | None = None
 
 
+# Label children by label values: labels() takes a lock and builds a tuple on every call, a dict lookup does not.
+_latency_children: dict[tuple[str, str, int], Any] = {}
+_verdict_children: dict[tuple[str, str], Any] = {}
+
+
+def observe_request(route: str, method: str, status: int, seconds: float) -> None:
+    """One request's latency; route is the route template and method a known verb, so the labels stay bounded."""
+    child = _latency_children.get((route, method, status))
+    if child is None:
+        child = _latency_children[(route, method, status)] = REQUEST_LATENCY.labels(
+            route=route, method=method, status=str(status))
+    child.observe(seconds)
+
+
 def observe_verdict(verdict: str, source: str = "api") -> None:
-    VERDICTS.labels(verdict=verdict, source=source).inc()
+    child = _verdict_children.get((verdict, source))
+    if child is None:
+        child = _verdict_children[(verdict, source)] = VERDICTS.labels(verdict=verdict, source=source)
+    child.inc()
 
 
 def observe_model(version: str | None) -> None:
