@@ -51,7 +51,8 @@ def texts() -> tuple[list[tuple[str, str]], str]:
     return [(c.content, label) for c, label in rows], "generated (shared corpora not found)"
 
 
-def store(client: redis.Redis, pool, n: int, start_at: float, offset: int = 0, seed: int = 0) -> list:
+def store(client: redis.Redis, pool, n: int, start_at: float, offset: int = 0, seed: int = 0,
+          seen: set | None = None) -> list:
     """Store n distinct labels (bench.loop_data.resampled) one millisecond apart from start_at, in chunks; returns
     the stored records of the last chunk."""
     from bench.loop_data import resampled
@@ -59,7 +60,7 @@ def store(client: redis.Redis, pool, n: int, start_at: float, offset: int = 0, s
 
     store = labels.LabelStore(client)
     chunk, last = [], []
-    for i, (comment, label) in enumerate(resampled(pool, n, seed=seed + offset)):
+    for i, (comment, label) in enumerate(resampled(pool, n, seed=seed + offset, seen=seen)):
         rec = labels.for_comment(SITE, comment, label, by="moderator:bench")
         chunk.append(dataclasses.replace(rec, labelled_at=start_at + i / 1000))
         if len(chunk) == 1000:
@@ -126,7 +127,8 @@ def label_to_served(url: str, client: redis.Redis, n: int, pool, workdir: Path, 
     settings = Settings.from_env(env)
     started = time.perf_counter()
     base = time.time() - n / 1000 - 60
-    store(client, pool, n, base, seed=n)
+    seen: set = set()  # the new batch must not repeat a stored text, or it would not count as new labels
+    store(client, pool, n, base, seed=n, seen=seen)
     stored_s = time.perf_counter() - started
     sample = list(resampled(pool, min(CHAMPION_SAMPLE, n), seed=7))
     champion = train([c for c, _ in sample], [label for _, label in sample])
@@ -141,7 +143,7 @@ def label_to_served(url: str, client: redis.Redis, n: int, pool, workdir: Path, 
         time.sleep(3)  # the worker is up and idle before the clock starts, as in a running deployment
         before = serving.version
         t0 = time.perf_counter()
-        records = store(client, pool, NEW_LABELS, time.time(), offset=n, seed=n + 1)
+        records = store(client, pool, NEW_LABELS, time.time(), offset=n, seed=n + 1, seen=seen)
         # What the label endpoint does after storing: tell the loop (one call per request in production).
         labels.after_labels(client, settings, records)
         deadline = t0 + FULL_TIMEOUT

@@ -80,15 +80,17 @@ _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 _NUMBER = re.compile(r"\d+")
 
 
-def resampled(texts: list[tuple[str, str]], n: int, seed: int = 0) -> Iterator[tuple[Comment, str]]:
+def resampled(texts: list[tuple[str, str]], n: int, seed: int = 0,
+              seen: set[int] | None = None) -> Iterator[tuple[Comment, str]]:
     """n distinct comments made from `texts`: each draws a text, may splice in a sentence of another text with the
     same label, renumbers its digits, drops or swaps a word and adds a name, so no two come out equal (checked;
-    a rare collision gets one more random token). The label stays that of the texts it was made from."""
+    a rare collision gets one more random token; pass the same `seen` to keep several batches apart). The label
+    stays that of the texts it was made from."""
     rng = random.Random(seed)
     by_label: dict[str, list[str]] = {}
     for text, label in texts:
         by_label.setdefault(label, []).append(text)
-    seen: set[int] = set()
+    seen = set() if seen is None else seen
     for _ in range(n):
         text, label = texts[rng.randrange(len(texts))]
         text = _perturb(text, by_label[label], rng)
