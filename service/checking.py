@@ -53,10 +53,26 @@ class CheckResult:
                 "reasons": self.reasons, "model_version": self.model_version, "shadow": self.shadow}
 
 
+# A check is written to Redis behind its answer (training.checks.WriteBehind, every 50 ms), and the next request
+# about it — a label by id, an Akismet submit with its guid — may reach another web process. Looking up an id
+# younger than this waits for it to land instead of answering 404.
+SETTLE_SECONDS = 2.0
+
+
 def new_id() -> str:
-    # 96 random bits, from the per-process generator (re-seeded after fork): an id names a check, it guards
-    # nothing (site scope does), and os.urandom would cost a system call on every check.
-    return f"{random.getrandbits(96):024x}"
+    # The creation time in milliseconds (11 hex digits), then 52 random bits from the per-process generator
+    # (re-seeded after fork): an id names a check, it guards nothing (site scope does), and os.urandom would cost a
+    # system call on every check.
+    return f"{int(time.time() * 1000):011x}{random.getrandbits(52):013x}"
+
+
+def _age_seconds(check_id: str) -> float | None:
+    """How long ago the check with this id was made, when the id says so."""
+    try:
+        made_ms = int(check_id[:11], 16)
+    except ValueError:
+        return None
+    return time.time() - made_ms / 1000.0 if len(check_id) == 24 else None
 
 
 def check(comment: Comment, *, site: str, principal: KeyRecord | None, is_test: bool = False, source: str = "api",
@@ -111,11 +127,15 @@ def get_check(check_id: str, *, site_scope: str | None) -> CheckRecord:
     """A stored (or still buffered) check in the caller's scope, or NotFound."""
     svc = services()
     record = svc.writer.pending(check_id)
-    if record is None:
+    while record is None:
         try:
             record = svc.checks.get(check_id)
         except redis.RedisError as exc:
             raise StoreUnavailable(str(exc)) from exc
+        age = _age_seconds(check_id)
+        if record is not None or age is None or not -1.0 < age < SETTLE_SECONDS:
+            break
+        time.sleep(0.05)  # made a moment ago: another process is still writing it
     if record is None or (site_scope is not None and record.site != site_scope):
         raise NotFound(check_id)
     return record

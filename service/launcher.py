@@ -194,7 +194,7 @@ def banner(base_url: str, redis_note: str, keys: list[tuple[str, str, str]]) -> 
         if site:
             lines += [f"    demo site key  {site}   (site {DEMO_SITE})",
                       f"        check:    curl -H 'Authorization: Bearer {site}' -H 'Content-Type: application/json' \\",
-                      f"                    -d '{{\"content\": \"Buy cheap pills now\", \"author\": \"x\"}}' "
+                      f"                    -d '{{\"content\": \"Check out my channel, free iPhone giveaway http://bit.ly/xyz\"}}' "
                       f"{base_url}/api/v1/check"]
         lines += ["", "  More keys: winnow keys create --site URL [--role site|moderator|admin]"]
     lines += ["  Stop with Ctrl-C.", "=" * 78, ""]

@@ -55,3 +55,15 @@ def redis_client(redis_url):
     yield client
     client.flushdb()
     client.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _quiet_request_log_at_exit():
+    """Request lines still buffered when the suite ends would print after pytest's summary: drop them."""
+    yield
+    from service import logs
+
+    handler = logs._handler
+    if handler is not None:
+        handler._pending.clear()
+        handler.stream = open(os.devnull, "w")

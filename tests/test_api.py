@@ -414,3 +414,24 @@ def test_the_same_comment_twice_in_one_label_batch_is_refused_naming_both(api, r
     two_sites = api("POST", "/api/v1/labels", "mod", {"items": [{"content": SPAM[0], "label": "spam", "site": SITE_A},
                                                                {"content": SPAM[0], "label": "spam", "site": SITE_B}]})
     assert two_sites.status_code == 201 and two_sites.get_json()["stored"] == 2
+
+
+def test_a_check_can_be_labelled_at_once_through_another_web_process(app, keys, tmp_path):
+    """Checks are written behind the answer; a label by id that reaches another process waits for it to land."""
+    settings = Settings(redis_url=service_redis_url(), secret_key="test-secret", data_dir=tmp_path)
+    other = create_app(settings, redis_client=connect(settings), serving=ServingModel.fixed(small_model(), "v-test"))
+    try:
+        first, second = app.test_client(), other.test_client()
+        for _ in range(5):
+            cid = first.post("/api/v1/check", json={"content": SPAM[0]},
+                             headers={"Authorization": f"Bearer {keys['a']}"}).get_json()["id"]
+            r = second.post(f"/api/v1/comments/{cid}/label", json={"label": "spam"},
+                            headers={"Authorization": f"Bearer {keys['mod']}"})
+            assert r.status_code == 200, r.get_json()
+        # An id that was never made is still answered at once.
+        started = time.monotonic()
+        missing = second.post("/api/v1/comments/00000000000aaaaaaaaaaaaa/label", json={"label": "spam"},
+                              headers={"Authorization": f"Bearer {keys['mod']}"})
+        assert missing.status_code == 404 and time.monotonic() - started < 0.5
+    finally:
+        other.extensions["winnow"].writer.stop()

@@ -72,6 +72,7 @@ class Loop:
         keys = KeyStore(self.redis)
         self.site_key, _ = keys.create(SITE, "site", "e2e site")
         self.admin_key, _ = keys.create("", "admin", "e2e admin")
+        self.moderator_key, _ = keys.create(SITE, "moderator", "e2e moderator")
 
     def _spawn(self, argv, name) -> subprocess.Popen:
         with open(self.tmp / f"{name}-{len(self.procs)}.log", "wb") as log:
@@ -108,7 +109,7 @@ class Loop:
         rows = list(rows)
         for start in range(0, len(rows), 100):
             items = [{**c.to_dict(), "label": label} for c, label in rows[start:start + 100]]
-            resp = httpx.post(f"{base}/api/v1/labels", json={"items": items}, headers=self.auth(self.site_key),
+            resp = httpx.post(f"{base}/api/v1/labels", json={"items": items}, headers=self.auth(self.moderator_key),
                               timeout=30)
             assert resp.status_code == 201, resp.text
             stored += resp.json()["stored"]
