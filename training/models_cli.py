@@ -36,6 +36,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--now", action="store_true", help="run here instead of on a worker (still single flight)")
     p.add_argument("--full", action="store_true", help="refit on every label even when a few new ones could "
                    "update the serving model")
+    p.add_argument("--json", action="store_true", help="print the whole run record (metrics, curves) as JSON")
     p.set_defaults(handler=cmd_retrain)
 
 
@@ -129,6 +130,17 @@ def cmd_rollback(args) -> int:
     return 0
 
 
+def _print_run(record: dict, as_json: bool) -> None:
+    """A finished retrain: one line saying what was decided and why, or the whole record with --json."""
+    if as_json:
+        print(json.dumps(record, indent=2, default=str))
+        return
+    version = record.get("version") or record.get("challenger_version") or ""
+    took = record.get("duration_s")
+    print(f"{record.get('decision', '?')}{' ' + version if version else ''}: {record.get('why', '')}"
+          f"{f' ({took:.1f} s)' if isinstance(took, (int, float)) else ''}")
+
+
 def cmd_retrain(args) -> int:
     from training import jobs
 
@@ -138,7 +150,7 @@ def cmd_retrain(args) -> int:
             record = jobs.run_retrain(client, settings, reason=args.reason, requested_by=_who(), full=args.full)
         except jobs.RetrainBusy as exc:
             raise CommandError(str(exc), 5) from None
-        print(json.dumps(record, indent=2, default=str))
+        _print_run(record, args.json)
         return 0 if record["decision"] != "error" else 1
     job_id = jobs.enqueue_retrain(client, settings, reason=args.reason, by=_who(), full=args.full)
     print(job_id)
@@ -155,6 +167,6 @@ def cmd_retrain(args) -> int:
             break
         time.sleep(1)
     if status["status"] == "finished":
-        print(json.dumps(status["result"], indent=2, default=str))
+        _print_run(status["result"], args.json)
         return 0
     raise CommandError(f"retrain {job_id} {status['status']}: {status.get('error') or ''}", 1)
