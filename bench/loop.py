@@ -361,7 +361,7 @@ def render(source: str, served: list[dict], probe: dict, full: list[dict]) -> st
                        if small else "n/a")
             mcc = r.get("holdout_mcc")
             lines.append(f"| {r['labels']:,} | {r['seconds']} s | {r['peak_rss_gb']} GB | "
-                         f"{(r.get('distinct_rows') or 0):,} | {r.get('solver')} | "
+                         f"{format(r['distinct_rows'], ',') if r.get('distinct_rows') else 'n/a (exact fit)'} | {r.get('solver')} | "
                          f"{round(mcc, 4) if mcc is not None else 'n/a'} ({(r.get('eval_n') or 0):,}) | {small_s} | "
                          f"{stages} | {r['projected_feature_seconds']} s |")
         else:

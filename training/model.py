@@ -287,9 +287,12 @@ def train_featurized(data: fitting.Featurized, rows: np.ndarray | None = None,
     """The many-labels fit (training.fitting) on input `rows` (default all) of rows featurised once, so several
     fits over one label set (a holdout fit, then the final one) extract each comment's features once."""
     rows = np.arange(len(data.inverse)) if rows is None else np.asarray(rows)
-    calibrated, details = fitting.fit(data, data.weights(rows, sample_weight), C=C, grid=C_GRID, seed=seed)
     items = [data.items[j] for j in data.inverse[rows]]
     srcs = [sources[i] for i in rows] if sources is not None else [c.site or "unknown" for c in items]
+    groups = np.empty(data.n, dtype=object)
+    groups[data.inverse[rows][::-1]] = srcs[::-1]  # a distinct row's source: that of its first input row
+    calibrated, details = fitting.fit(data, data.weights(rows, sample_weight), C=C, grid=C_GRID, seed=seed,
+                                      groups=groups)
     return _model(Featurizer(data.config), calibrated, details, data.y[data.inverse[rows]], srcs, data.config)
 
 
