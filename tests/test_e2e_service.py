@@ -19,6 +19,7 @@ import redis
 
 from tests.service_support import HAM, SPAM, PrivateRedis, free_port, small_model
 from training.apikeys import KeyStore
+from training.checks import CheckStore
 from training.registry import Registry
 from training.settings import Settings
 
@@ -180,9 +181,9 @@ def test_redis_down_scoring_continues_labels_503_then_recovers(call, stack):
         assert new.status_code == 503 and "error" in new.json()
     finally:
         stack["redis"].start()
-    # No restart: the workers reconnect and flush what they buffered.
-    _wait(lambda: all(call("GET", f"/api/v1/checks/{i}", "mod").status_code == 200 for i in checked), 30,
-          "buffered checks to reach Redis")
+    # No restart: the workers reconnect and flush what they buffered — into Redis itself, not just their memory.
+    store = CheckStore(stack["client"])
+    _wait(lambda: all(store.get(i) is not None for i in checked), 30, "buffered checks to reach Redis")
     ok = call("POST", f"/api/v1/comments/{checked[0]}/label", "mod", {"label": "spam"})
     assert ok.status_code == 200, ok.text
     assert call("GET", f"/api/v1/labels/{checked[0]}", "mod").json()["label"] == "spam"
