@@ -49,5 +49,5 @@ AKISMET_USAGE = PREFIX + "akismet:usage:{key_id}:{month}"  # hash: "{counter}:{s
 # Console activity charts
 ACTIVITY = PREFIX + "activity:{day}"          # hash per UTC day: checks|site, verdict:v|site, labels|site, by|site|who
 
-# Per-key rate limits (service/limits.py): fixed-window counters, outside the winnow: prefix like flask-limiter's own
+# Per-key rate limits (service/limits.py): fixed-window counters, outside the winnow: prefix like the limits package's own
 RATE_LIMIT = "LIMITS:{window}"                # string counter with a TTL of the window; window = limiter's item key

@@ -36,7 +36,7 @@ class Settings:
     write_buffer_size: int = 10000  # checked comments held in memory per process while Redis is unreachable
     auth_cache_seconds: float = 5.0  # how long a key lookup is reused in-process (revocation applies within this)
     site_cache_seconds: float = 5.0  # how long per-site settings are reused in-process
-    rate_limit: str = "600/minute"  # per key; flask-limiter syntax
+    rate_limit: str = "600/minute"  # per key; the limits package's syntax ("100/second", "10000/hour")
     # Learning loop
     retrain_after_labels: int = 50
     retrain_after_overturns: int = 10
