@@ -55,6 +55,61 @@ def test_write_behind_writes_in_batches_and_keeps_test_and_trusted_checks_out_of
     writer.stop()
 
 
+def test_a_stored_check_reads_back_whole_with_its_expiry(r):
+    store = CheckStore(r, retention_days=2)
+    full = CheckRecord(
+        id="c0100", site="https://s.example.com",
+        comment=Comment(content="Grüße, spam? 😀", author="Ann", user_ip="203.0.113.9", honeypot=False,
+                        time_to_submit=3.5, user_role="subscriber", site="https://s.example.com"),
+        verdict="spam", answered="ham", score=0.123456789012345, discard=True, model_version="v7",
+        created_at=1_700_000_000.123456, reasons=({"signal": "links:1", "weight": 1.25},
+                                                  {"signal": "(bias)", "weight": -0.5}),
+        shadow=True, trusted=False, is_test=True, source="akismet", key_id="k1",
+        refs=(("comment_id", "1234"), ("post", "9")))
+    plain = record(101)
+    assert store.write([full, plain]) == 2
+    assert store.get("c0100") == full and store.get("c0101") == plain
+    key = rediskeys.CHECK.format(id="c0100")
+    assert 2 * 86400 - 5 < r.ttl(key) <= 2 * 86400
+    # An undone label reads the check's time from its own hash field to requeue it.
+    assert float(r.hget(key, "created_at")) == full.created_at
+
+
+def test_checks_stored_one_field_per_attribute_still_read_back(r):
+    """The layout older versions wrote stays readable for as long as those checks are kept."""
+    key = rediskeys.CHECK.format(id="c0200")
+    r.hset(key, mapping={
+        "id": "c0200", "site": "https://s.example.com", "comment": '{"content": "old one", "author": "Bo"}',
+        "verdict": "spam", "answered": "ham", "score": "0.91", "discard": "0", "model_version": "v2",
+        "created_at": "1700000000.5", "reasons": '[{"signal": "links:1", "weight": 1.5}]', "shadow": "1",
+        "trusted": "0", "is_test": "0", "source": "api", "key_id": "k2", "refs": '{"comment_id": "7"}'})
+    got = CheckStore(r).get("c0200")
+    assert got == CheckRecord(id="c0200", site="https://s.example.com", comment=Comment(content="old one", author="Bo"),
+                              verdict="spam", answered="ham", score=0.91, discard=False, model_version="v2",
+                              created_at=1700000000.5, reasons=({"signal": "links:1", "weight": 1.5},), shadow=True,
+                              key_id="k2", refs=(("comment_id", "7"),))
+
+
+def test_a_batch_counts_each_check_once_per_day_site_and_verdict(r):
+    from training import activity
+
+    day = 1_700_000_000.0
+    other = "https://t.example.com"
+    batch = [record(i, created_at=day + i) for i in range(5)]
+    batch += [CheckRecord(id=f"t{i}", site=other, comment=Comment(content="x"), verdict=v, answered=v, score=0.95,
+                          discard=False, model_version="v1", created_at=day + 86400 + i)
+              for i, v in enumerate(["spam", "spam", "ham"])]
+    CheckStore(r).write(batch)
+    first = activity.daily(r, days=2, now=day + 86400)
+    assert first["checks"] == [5, 3]
+    assert first["verdicts"]["unsure"] == [5, 0] and first["verdicts"]["spam"] == [0, 2]
+    assert first["verdicts"]["ham"] == [0, 1]
+    assert activity.daily(r, days=2, site=other, now=day + 86400)["checks"] == [0, 3]
+    store = CheckStore(r)
+    assert store.queue_size() == 8 and store.queue_size(site=other, verdict="spam") == 2
+    assert store.queue_size(site="https://s.example.com", verdict="unsure") == 5
+
+
 def test_trim_drops_expired_checks_from_every_queue_index(r):
     store = CheckStore(r, retention_days=1)
     store.write([record(1, created_at=time.time() - 2 * 86400), record(2)])

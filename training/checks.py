@@ -15,6 +15,7 @@ import threading
 import time
 from typing import Any, Callable, Iterable
 
+import orjson
 import redis
 
 from training import activity, pages, rediskeys
@@ -50,19 +51,26 @@ class CheckRecord:
         """Only real, untrusted checks wait for a moderator: test checks never become training data."""
         return not self.is_test and not self.trusted
 
-    def to_hash(self) -> dict[str, str]:
-        return {
-            "id": self.id, "site": self.site, "comment": json.dumps(self.comment.to_dict(), ensure_ascii=False),
-            "verdict": self.verdict, "answered": self.answered, "score": repr(self.score),
-            "discard": "1" if self.discard else "0", "model_version": self.model_version,
-            "created_at": repr(self.created_at), "reasons": json.dumps(list(self.reasons)),
-            "shadow": "1" if self.shadow else "0", "trusted": "1" if self.trusted else "0",
-            "is_test": "1" if self.is_test else "0", "source": self.source, "key_id": self.key_id,
-            "refs": json.dumps(dict(self.refs)),
-        }
+    def to_json(self) -> bytes:
+        """The whole record as one JSON document: what the check's hash keeps in its `record` field."""
+        d = self.to_dict()
+        d["key_id"] = self.key_id
+        return orjson.dumps(d)
 
     @classmethod
     def from_hash(cls, h: dict[bytes, bytes]) -> "CheckRecord":
+        """A stored check: the `record` JSON document, or one hash field per attribute as older versions wrote."""
+        packed = h.get(b"record")
+        if packed is not None:
+            d = orjson.loads(packed)
+            return cls(
+                id=d["id"], site=d["site"], comment=_comment_from(d["comment"]), verdict=d["verdict"],
+                answered=d.get("answered", d["verdict"]), score=float(d["score"]), discard=bool(d.get("discard")),
+                model_version=d.get("model_version", ""), created_at=float(d["created_at"]),
+                reasons=tuple(d.get("reasons", ())), shadow=bool(d.get("shadow")), trusted=bool(d.get("trusted")),
+                is_test=bool(d.get("is_test")), source=d.get("source", "api"), key_id=d.get("key_id", ""),
+                refs=tuple((d.get("refs") or {}).items()),
+            )
         d = {k.decode(): v.decode() for k, v in h.items()}
         return cls(
             id=d["id"], site=d["site"], comment=stored_comment(d["comment"]),
@@ -87,10 +95,13 @@ class CheckRecord:
 _COMMENT_FIELDS = frozenset(f.name for f in dataclasses.fields(Comment))
 
 
-def stored_comment(text: str) -> Comment:
+def stored_comment(text: str | bytes) -> Comment:
     """A comment read back from Redis. It was validated when it came in; validating again would turn a later,
     stricter schema into errors on reading old records, so unknown keys are dropped and values taken as stored."""
-    data = json.loads(text)
+    return _comment_from(json.loads(text))
+
+
+def _comment_from(data: dict[str, Any]) -> Comment:
     return Comment(**{k: v for k, v in data.items() if k in _COMMENT_FIELDS})
 
 
@@ -117,25 +128,91 @@ def enqueue(pipe, record: CheckRecord) -> None:
     pipe.zadd(rediskeys.QUEUE_BY_TIME, {record.id: record.created_at})
 
 
+# Store a batch of checks. KEYS: the checks' hashes. ARGV: retention seconds, then per check its created_at and its
+# record JSON. (created_at is a field of its own: an undone label reads it to requeue the check.)
+_PUT = """
+local ttl = ARGV[1]
+for i = 1, #KEYS do
+  redis.call('HSET', KEYS[i], 'created_at', ARGV[2 * i], 'record', ARGV[2 * i + 1])
+  redis.call('EXPIRE', KEYS[i], ttl)
+end
+return #KEYS
+"""
+
+
+class _Counters:
+    """Stands in for a pipeline while `activity` counts a batch: the same counter bumped by many records of one
+    batch becomes one HINCRBY by their number, and each day's key gets one EXPIRE."""
+
+    def __init__(self) -> None:
+        self.times = 1
+        self.increments: dict[tuple[str, str], int] = {}
+        self.expiries: dict[str, int] = {}
+
+    def hincrby(self, key: str, field: str, amount: int = 1) -> None:
+        self.increments[(key, field)] = self.increments.get((key, field), 0) + amount * self.times
+
+    def expire(self, key: str, seconds: int) -> None:
+        self.expiries[key] = seconds
+
+    def emit(self, pipe) -> None:
+        for (key, field), amount in self.increments.items():
+            pipe.hincrby(key, field, amount)
+        for key, seconds in self.expiries.items():
+            pipe.expire(key, seconds)
+
+
 class CheckStore:
     def __init__(self, client: redis.Redis, *, retention_days: int = 30):
         self.redis = client
         self.retention_seconds = max(1, int(retention_days * 86400))
+        self._put = client.register_script(_PUT)
 
     def write(self, records: Iterable[CheckRecord]) -> int:
-        """Store records in one round trip; the key TTL is what enforces retention."""
-        pipe = self.redis.pipeline(transaction=False)
-        n = 0
+        """Store records in one round trip; the key TTL is what enforces retention.
+
+        Each record is one hash (`created_at` and the `record` JSON) with its expiry, all set by one script call;
+        the batch's queue entries go in one ZADD per queue index and its activity counts in one HINCRBY per
+        counter. A busy web process so spends a handful of Redis commands on a batch, not a dozen per check.
+        """
+        keys: list[str] = []
+        args: list[Any] = [self.retention_seconds]
+        queues: dict[str, dict[str, float]] = {}
+        by_time: dict[str, float] = {}
+        tally: dict[tuple[str, str, int], list] = {}  # (site, verdict, UTC day) -> [count, a time in that day]
         for r in records:
-            key = rediskeys.CHECK.format(id=r.id)
-            pipe.hset(key, mapping=r.to_hash())
-            pipe.expire(key, self.retention_seconds)
-            activity.count_check(pipe, site=r.site, verdict=r.verdict, created_at=r.created_at)
-            enqueue(pipe, r)
-            n += 1
-        if n:
-            pipe.execute()
-        return n
+            keys.append(rediskeys.CHECK.format(id=r.id))
+            args.append(repr(r.created_at))
+            args.append(r.to_json())
+            group = (r.site, r.verdict, int(r.created_at // 86400))
+            seen = tally.get(group)
+            if seen is None:
+                tally[group] = [1, r.created_at]
+            else:
+                seen[0] += 1
+            if r.queued:
+                rank = uncertainty(r.score)
+                for qkey in queue_keys(r.site, r.verdict):
+                    members = queues.get(qkey)
+                    if members is None:
+                        members = queues[qkey] = {}
+                    members[r.id] = rank
+                by_time[r.id] = r.created_at
+        if not keys:
+            return 0
+        pipe = self.redis.pipeline(transaction=False)
+        self._put(keys=keys, args=args, client=pipe)
+        for qkey, members in queues.items():
+            pipe.zadd(qkey, members)
+        if by_time:
+            pipe.zadd(rediskeys.QUEUE_BY_TIME, by_time)
+        counters = _Counters()
+        for (site, verdict, _), (count, created_at) in tally.items():
+            counters.times = count
+            activity.count_check(counters, site=site, verdict=verdict, created_at=created_at)
+        counters.emit(pipe)
+        pipe.execute()
+        return len(keys)
 
     def get(self, check_id: str) -> CheckRecord | None:
         if not check_id or len(check_id) > 64:
