@@ -113,13 +113,15 @@ def _reasons(verdict: Any) -> list[dict[str, Any]]:
     """The model's top contributions as [{"signal", "weight"}], whatever shape the model reports them in."""
     out = []
     for item in getattr(verdict, "reasons", None) or ():
-        if type(item) is dict or isinstance(item, Mapping):  # the exact-type test first: isinstance on an ABC is slow
+        if type(item) is dict:  # what the model gives: the common case first, without the ABC checks below
+            signal, weight = item.get("signal"), item.get("weight")
+        elif isinstance(item, Mapping):
             signal, weight = item.get("signal"), item.get("weight")
         elif isinstance(item, (tuple, list)) and len(item) >= 2:
             signal, weight = item[0], item[1]
         else:
             signal, weight = getattr(item, "signal", item), getattr(item, "weight", 0.0)
-        out.append({"signal": str(signal), "weight": round(float(weight), 6)})
+        out.append({"signal": signal if type(signal) is str else str(signal), "weight": round(float(weight), 6)})
     return out
 
 

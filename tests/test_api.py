@@ -113,6 +113,21 @@ def test_bad_input_is_a_400_naming_the_field(api, raw, code, field):
     assert error(resp)["code"] == code and error(resp)["field"] == field
 
 
+def test_bodies_read_the_same_whichever_json_parser_reads_them(api, app):
+    """Integers past 64 bits stay integers (a platform's numeric comment id is kept digit for digit), non-ASCII text
+    and escapes arrive unchanged, and a body of whitespace is a missing body."""
+    long_id = 12345678901234567890123
+    body = b'{"content": "Gr\\u00fc\xc3\x9fe \xf0\x9f\x98\x80 \\"quoted\\"", "ids": {"comment_id": ' + str(long_id).encode() + b"}}"
+    out = api("POST", "/api/v1/check", "a", raw=body)
+    assert out.status_code == 200, out.data
+    api.flush()
+    stored = api("GET", f"/api/v1/checks/{out.get_json()['id']}", "a").get_json()
+    assert stored["comment"]["content"] == 'Grüße 😀 "quoted"'
+    assert stored["refs"] == {"comment_id": str(long_id)}
+    blank = api("POST", "/api/v1/check", "a", raw=b" \r\n\t ")
+    assert blank.status_code == 400 and error(blank)["field"] == "body"
+
+
 def test_oversized_content_and_body_are_413(api):
     big = api("POST", "/api/v1/check", "a", {"content": "x" * (64 * 1024 + 1)})
     assert big.status_code == 413 and error(big)["field"] == "content"

@@ -8,6 +8,8 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import ipaddress
+import operator
+import re
 from typing import Any, Mapping
 
 MAX_CONTENT_BYTES = 64 * 1024
@@ -68,38 +70,49 @@ class Comment:
         """
         if not isinstance(data, Mapping):
             raise ValidationError(prefix.rstrip(".") or "body", "must be a JSON object")
-        known = {f.name for f in dataclasses.fields(cls)}
         values: dict[str, Any] = {}
-        given_as: dict[str, str] = {}
+        aliased: dict[str, str] = {}  # field -> the alias it was given as (only for aliases: they are rare)
         for key, value in data.items():
-            name = ALIASES.get(key, key)
-            if name not in known:
+            name = ALIASES.get(key, key) if type(key) is str else key
+            if name not in _FIELD_NAMES:
                 raise ValidationError(prefix + str(key), "unknown field")
-            if name in given_as:
+            if name in values:
                 # An alias and its field together would let one silently override the other.
-                raise ValidationError(prefix + str(key), f"given twice (also as {given_as[name]!r})")
-            given_as[name] = str(key)
+                raise ValidationError(prefix + str(key), f"given twice (also as {aliased.get(name, name)!r})")
+            if name is not key:
+                aliased[name] = key
             values[name] = value
         if values.get("content") is None:
-            raise ValidationError(prefix + given_as.get("content", "content"), "is required")
-        out: dict[str, Any] = {}
+            raise ValidationError(prefix + aliased.get("content", "content"), "is required")
         for name, value in values.items():
-            out[name] = _clean(name, value, prefix + given_as[name])
-        return cls(**out)
+            values[name] = _clean(name, value, prefix + aliased.get(name, name))
+        return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict without empty optional fields (round-trips through from_dict)."""
-        out: dict[str, Any] = {}
-        for f in dataclasses.fields(self):
-            v = getattr(self, f.name)
-            if v is None or v == "" or (f.name == "comment_type" and v == "comment"):
+        out: dict[str, Any] = {"content": self.content}
+        for name, v in zip(_OPTIONAL_FIELDS, _optional_values(self)):
+            if v is None or v == "" or (name == "comment_type" and v == "comment"):
                 continue
-            out[f.name] = v
-        out.setdefault("content", self.content)
+            out[name] = v
         return out
 
     def replace(self, **changes: Any) -> "Comment":
-        return dataclasses.replace(self, **changes)
+        unknown = changes.keys() - _FIELD_NAMES
+        if unknown:
+            raise TypeError(f"Comment has no field(s) {', '.join(sorted(unknown))}")
+        return Comment(**{name: changes[name] if name in changes else getattr(self, name) for name in _FIELD_ORDER})
+
+
+_FIELD_ORDER = tuple(f.name for f in dataclasses.fields(Comment))
+_FIELD_NAMES = frozenset(_FIELD_ORDER)
+_OPTIONAL_FIELDS = tuple(name for name in _FIELD_ORDER if name != "content")
+_optional_values = operator.attrgetter(*_OPTIONAL_FIELDS)
+# Fields whose value is checked as plain text only (no parsing or normalising beyond stripping).
+_PLAIN_FIELDS = frozenset({"author", "author_url", "user_agent", "referrer", "permalink", "site", "language",
+                           "post_title"})
+# A dotted IPv4 address in the form ipaddress itself prints (no leading zeros): it needs no further parsing.
+_CANONICAL_IPV4 = re.compile(r"(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)", re.ASCII)
 
 
 def _clean(name: str, value: Any, field: str) -> Any:
@@ -118,11 +131,15 @@ def _clean(name: str, value: Any, field: str) -> Any:
         return float(value)
     if value is None:
         value = ""
-    if not isinstance(value, str):
+    if type(value) is not str and not isinstance(value, str):
         raise ValidationError(field, "must be a string")
     if "\x00" in value:
         raise ValidationError(field, "must not contain NUL characters")
     if name == "content":
+        if value.isascii():  # one byte per character, and always encodable
+            if len(value) > MAX_CONTENT_BYTES:
+                raise ContentTooLarge(field, f"is larger than {MAX_CONTENT_BYTES} bytes")
+            return value
         if len(value.encode("utf-8", "surrogatepass")) > MAX_CONTENT_BYTES:
             raise ContentTooLarge(field, f"is larger than {MAX_CONTENT_BYTES} bytes")
         _check_encodable(field, value)
@@ -134,9 +151,14 @@ def _clean(name: str, value: Any, field: str) -> Any:
         return value
     if len(value) > MAX_FIELD_CHARS:
         raise ValidationError(field, f"is longer than {MAX_FIELD_CHARS} characters")
-    _check_encodable(field, value)
+    if not value.isascii():
+        _check_encodable(field, value)
     value = value.strip()
+    if name in _PLAIN_FIELDS:
+        return value
     if name == "user_ip" and value:
+        if _CANONICAL_IPV4.fullmatch(value):
+            return value
         try:
             ip = ipaddress.ip_address(value)
         except ValueError:
@@ -146,7 +168,7 @@ def _clean(name: str, value: Any, field: str) -> Any:
         value = str(mapped or ip)
     elif name == "author_email" and value:
         local, at, domain = value.rpartition("@")
-        if not (local and at and domain) or any(c.isspace() for c in value):
+        if not (local and at and domain) or len(value.split()) > 1:
             raise ValidationError(field, "is not an email address")
     elif name == "comment_type":
         value = value.lower() or "comment"

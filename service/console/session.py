@@ -10,14 +10,21 @@ import datetime as _dt
 import hmac
 import secrets
 
-from flask import Flask, request, session
-from flask.sessions import SecureCookieSessionInterface
+from flask import Flask, Request, request, session
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 
 FORM_CSRF = "winnow_signin_csrf"  # before sign-in, so a third-party page cannot sign a victim into its own session
 LIFETIME = _dt.timedelta(hours=12)
 
 
 class _SessionInterface(SecureCookieSessionInterface):
+    def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
+        # A request that sends no cookie at all (every API call made with a key) starts an empty session without
+        # building the cookie's signing serializer; a request with cookies is read and verified as Flask does.
+        if app.secret_key and not request.environ.get("HTTP_COOKIE"):
+            return self.session_class()
+        return super().open_session(app, request)
+
     def get_cookie_secure(self, app: Flask) -> bool:
         return bool(app.config["SESSION_COOKIE_SECURE"]) or request.is_secure
 
