@@ -53,6 +53,13 @@ def on_starting(server) -> None:
     _dir.mkdir(parents=True, exist_ok=True)
 
 
+def post_worker_init(worker) -> None:
+    # The worker has imported the app and loaded its model: keep those objects out of the garbage collector's way.
+    from service import ops
+
+    ops.freeze_heap(worker.wsgi)
+
+
 def child_exit(server, worker) -> None:
     # Not via service.metrics: importing the metric objects here would give the master live samples of its own.
     from prometheus_client import multiprocess

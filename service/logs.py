@@ -17,6 +17,7 @@ import threading
 import time
 from typing import TextIO
 
+import orjson
 from flask import Flask, Response, g, request, request_started
 
 from service import metrics
@@ -28,11 +29,19 @@ REQUEST_ID_HEADER = "X-Request-ID"
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _SAFE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _FLUSH_SECONDS = 0.1
+_AS_STR = orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME  # written as str(), as json.dumps did
 
 
 def _line(created: float, level: str, name: str, fields: dict) -> str:
-    return json.dumps({"ts": round(created, 3), "level": level, "logger": name, **fields}, separators=(",", ":"),
-                      default=str)
+    obj = {"ts": round(created, 3), "level": level, "logger": name, **fields}
+    try:
+        line = orjson.dumps(obj, default=str, option=_AS_STR).decode()
+    except TypeError:  # e.g. a message holding a lone surrogate, or a dict with keys that are not strings
+        line = ""
+    if line.isascii() and line:
+        return line
+    # Text outside ASCII is written \u-escaped, so a line is readable whatever encoding stderr has.
+    return json.dumps(obj, separators=(",", ":"), default=str)
 
 
 class _JsonLines(logging.Formatter):

@@ -126,6 +126,41 @@ def test_unsafe_request_id_is_replaced_and_refusals_are_logged_too(tmp_path, r, 
     assert [ln["status"] for ln in request_log if ln["request_id"] == rid] == [401]
 
 
+def test_log_lines_are_ascii_json_whatever_the_text(tmp_path):
+    from service import logs
+
+    plain = json.loads(logs._line(1.5, "info", "winnow.request", {"path": "/ping", "status": 200}))
+    assert plain == {"ts": 1.5, "level": "info", "logger": "winnow.request", "path": "/ping", "status": 200}
+    for text in ("Grüße 😀", "lone \ud800 surrogate"):
+        line = logs._line(1.5, "warning", "winnow.x", {"message": text, "n": {1: 2}})
+        assert line.isascii() and json.loads(line)["message"] == text and json.loads(line)["n"] == {"1": 2}
+
+
+def test_a_worker_freezes_its_heap_and_again_after_a_model_swap(tmp_path, monkeypatch):
+    import types
+
+    from service import ops
+
+    calls: list[str] = []
+    monkeypatch.setattr(ops, "gc", types.SimpleNamespace(**{
+        name: (lambda name=name: calls.append(name)) for name in ("collect", "freeze", "unfreeze")}))
+    monkeypatch.setattr(ops, "_frozen_version", ops._UNSET)
+    app = make_app(tmp_path, dead_redis_url())
+    client = app.test_client()
+    ops._next_model_check = 0.0
+    client.get("/ping")
+    assert calls == []  # outside a gunicorn worker nothing is frozen
+    ops.freeze_heap(app)
+    assert calls == ["collect", "freeze"] and ops._frozen_version == "v-test"
+    ops._next_model_check = 0.0
+    client.get("/ping")
+    assert calls == ["collect", "freeze"]  # same model: nothing collected or frozen on the request path
+    app.extensions["winnow"].serving = ServingModel.fixed(small_model(), "v-next")
+    ops._next_model_check = 0.0
+    assert client.get("/ping").status_code == 200
+    assert calls[2:] == ["unfreeze", "collect", "freeze"] and ops._frozen_version == "v-next"
+
+
 def test_metric_labels_stay_bounded_whatever_the_client_sends(tmp_path):
     client = make_app(tmp_path, dead_redis_url()).test_client()
     client.open("/no/such/page/12345", method="BREW")
