@@ -427,3 +427,44 @@ def test_a_large_full_retrain_extracts_features_once(r, settings, backwards_mode
     assert model.meta["classifier"]["solver"].startswith("sgd") and model.meta["classifier"]["rows_fitted"] > 200
     spam, _ = next(campaign(2, seed=123, start=1))
     assert model.score(spam).score > 0.5
+
+
+def test_more_labels_than_memory_holds_are_one_pass_each_text_featurised_once(r, settings, backwards_model,
+                                                                              monkeypatch):
+    import training.starter as starter
+    from training import fitting
+
+    monkeypatch.setattr(fitting, "EXACT_MAX", 100)
+    monkeypatch.setattr(fitting, "IN_MEMORY_MAX", 200)
+    monkeypatch.setattr(fitting, "CHUNK", 64)
+    monkeypatch.setattr(fitting, "CAL_MIN", 30)
+    monkeypatch.setattr(fitting, "workers", lambda: 1)  # in-process, so the featurised rows can be counted
+    featurised = []
+    real = fitting.training_matrix
+
+    def counting(items, config):
+        items = list(items)
+        featurised.extend(c.content for c in items)
+        return real(items, config)
+
+    monkeypatch.setattr(fitting, "training_matrix", counting)
+    seed_champion(r, settings, backwards_model)
+    records = store_labels(r, campaign(600, seed=7))
+    LabelStore(r).remove(records[5].id, by="moderator:test")
+    base = list(campaign(20, seed=20, start=5000))
+    monkeypatch.setattr(starter, "corpora", lambda: ([c for c, _ in base], [label for _, label in base]))
+    record = jobs.run_retrain(r, dataclasses.replace(settings, use_starter_corpora=True), full=True)
+    assert record["decision"] == "promote", record["why"]
+    assert record["counts"] == {"labels": 599, "spam": 299, "ham": 300, "base": 20, "unseen_by_champion": 599,
+                                "eval": 120}
+    assert record["evaluation"].startswith("holdout of the newest 120 labels: one pass")
+    assert sorted(featurised) == sorted([r_.comment.content for k, r_ in enumerate(records) if k != 5] +
+                                        [c.content for c, _ in base])  # every text once, none twice
+    registry = Registry.from_settings(r, settings)
+    model = registry.load(registry.current_version())
+    assert model.meta["classifier"]["solver"] == "sgd (log loss, 1 pass, averaged)"
+    assert model.meta["counts"] == {"spam": 299 + 10, "ham": 300 + 10}
+    assert model.meta["sources"][SITE] == {"spam": 299, "ham": 300}
+    assert registry.get(registry.current_version())["trained_until"] == records[-1].labelled_at
+    spam, _ = next(campaign(2, seed=123, start=1))
+    assert model.score(spam).score > 0.5

@@ -1,20 +1,27 @@
-"""Fitting on many labels: distinct rows featurised once in parallel chunks (float32), a log-loss SGD fit, and Platt
-calibration on a held-out slice, giving the same one-linear-model-plus-one-sigmoid pipeline as the exact fit.
+"""Fitting on many labels: rows featurised in parallel chunks (float32), a log-loss SGD fit, and Platt calibration
+on a held-out slice, giving the same one-linear-model-plus-one-sigmoid pipeline as the exact fit.
 
 The exact fit in training.model (liblinear, C and calibration by cross-validation) costs some thirty solver runs of
 seconds to minutes each, and its float64 matrix plus liblinear's copy grow with every label; above EXACT_MAX
 labels this path takes over. Up to IN_MEMORY_MAX distinct rows the chunks stay in memory and SGD makes several
-passes; beyond that they are re-featurised whenever needed and the fit is one pass of averaged SGD, so memory
-stays bounded by a few chunks whatever the number of labels.
+passes (`Featurized`, `fit`); beyond that a retrain makes one pass of averaged SGD in which every row is featurised
+once (`single_pass`), so memory stays bounded by a few chunks whatever the number of labels.
+
+Training matrices are CSR with repeated columns left unsummed and unsorted (`training_matrix`): SGD and every dot
+product here add repeated entries up, so the model is the same function of the data, and sorting cost more than
+the rest of building the matrix.
 
 EXACT_MAX covers the accuracy benchmark's largest training set (YouTube plus SMS, about 6k rows): there the SGD
 path scored a leave-one-video-out MCC of 0.841 against the exact fit's 0.859, so small data stays exact.
 """
 from __future__ import annotations
 
+import collections
+import dataclasses
 import os
+import time
 import warnings
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import scipy.sparse as sp
@@ -22,7 +29,7 @@ from sklearn.calibration import CalibratedClassifierCV
 from sklearn.frozen import FrozenEstimator
 from sklearn.linear_model import LogisticRegression, SGDClassifier
 
-from training.features import FeatureConfig, Featurizer
+from training.features import FeatureConfig, extract
 
 EXACT_MAX = 8_000          # up to this many labels training.model fits exactly (liblinear); see the note above
 IN_MEMORY_MAX = 150_000    # distinct rows kept featurised in memory (~7 KB each as float32 + int32)
@@ -35,6 +42,7 @@ MIN_EPOCHS = 3             # (at 20k rows three passes already matched liblinear
 CAL_SHARE = 0.1            # held-out calibration slice: this share of the rows, within CAL_MIN..CAL_MAX
 CAL_MIN, CAL_MAX = 500, 20_000
 PARALLEL_MIN = 4 * CHUNK   # fewer rows than this are featurised in-process
+AHEAD = 3                  # chunks submitted per feature worker beyond the one being consumed (bounds memory)
 
 
 def workers() -> int:
@@ -44,10 +52,48 @@ def workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def training_matrix(items: Iterable[Any], config: FeatureConfig) -> sp.csr_matrix:
+    """Feature rows for fitting and scoring: float32 values and int32 columns (half the size of the canonical
+    matrix), entries as `extract` gives them. A column repeated within a row (a repeated n-gram, a hash collision)
+    stays as several entries: equal, up to float rounding, to Featurizer.transform's summed matrix in every product,
+    and SGD's updates add up the same way."""
+    rows = [extract(c, config) for c in items]
+    indptr = np.zeros(len(rows) + 1, np.int64)
+    if not rows:
+        return sp.csr_matrix((len(rows), config.n_features), dtype=np.float32)
+    np.cumsum([r.indices.shape[0] for r in rows], out=indptr[1:])
+    indices = np.concatenate([r.indices for r in rows]).astype(np.int32)
+    data = np.concatenate([r.values for r in rows]).astype(np.float32)
+    return sp.csr_matrix((data, indices, indptr), shape=(len(rows), config.n_features))
+
+
 def _featurize(items: Sequence[Any], config: FeatureConfig) -> sp.csr_matrix:
-    X = Featurizer(config).transform(items)
-    # float32 values and int32 columns halve the rows' size; the model's weights stay float64
-    return sp.csr_matrix((X.data.astype(np.float32), X.indices.astype(np.int32), X.indptr), shape=X.shape)
+    return training_matrix(items, config)
+
+
+def parallel(fn: Callable, tasks: Iterable[tuple], n_jobs: int) -> Iterator[Any]:
+    """fn(*task) for each task, results in task order, in `n_jobs` worker processes (in-process for one). At most
+    AHEAD tasks per worker are submitted beyond the result being consumed, so a slow consumer holds a few chunks in
+    memory, never the whole stream. The workers are joblib's (loky): clean processes, whatever threads the caller
+    runs, reused by the next call and gone after a minute idle."""
+    if n_jobs <= 1:
+        for task in tasks:
+            yield fn(*task)
+        return
+    from joblib.externals.loky import get_reusable_executor
+
+    pool = get_reusable_executor(max_workers=n_jobs, timeout=60)
+    pending: collections.deque = collections.deque()
+    try:
+        for task in tasks:
+            pending.append(pool.submit(fn, *task))
+            if len(pending) > AHEAD * n_jobs:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        for future in pending:
+            future.cancel()
 
 
 class Featurized:
@@ -117,15 +163,8 @@ class Featurized:
         return X[np.argsort(np.concatenate(positions))]
 
     def _featurize_chunks(self, orders: list[np.ndarray]) -> Iterator[tuple[np.ndarray, sp.csr_matrix]]:
-        if self.n_jobs <= 1 or sum(len(o) for o in orders) < PARALLEL_MIN:
-            for order in orders:
-                yield order, _featurize([self.items[i] for i in order], self.config)
-            return
-        from joblib import Parallel, delayed
-
-        # A generator with bounded dispatch: at most a few chunks wait in memory however many rows there are.
-        results = Parallel(n_jobs=self.n_jobs, return_as="generator", pre_dispatch="2*n_jobs")(
-            delayed(_featurize)([self.items[i] for i in order], self.config) for order in orders)
+        n_jobs = 1 if sum(len(o) for o in orders) < PARALLEL_MIN else self.n_jobs
+        results = parallel(_featurize, (([self.items[i] for i in order], self.config) for order in orders), n_jobs)
         yield from zip(orders, results)
 
 
@@ -168,14 +207,19 @@ def choose_c(data: Featurized, weights: np.ndarray, grid: Sequence[float], seed:
              groups: np.ndarray | None = None) -> tuple[float, dict]:
     """C with the best out-of-fold log loss of SGD fits on a sample of at most C_SAMPLE rows. With three or more
     groups (sources) each holding both classes the folds leave whole groups out, as the exact fit's do."""
-    from sklearn.model_selection import GroupKFold, StratifiedKFold
-
     ids = np.flatnonzero(weights > 0)
     rng = np.random.default_rng(seed)
     if len(ids) > C_SAMPLE:
         ids = np.sort(rng.choice(ids, size=C_SAMPLE, replace=False))
-    X, y, w = data.rows(ids), data.y[ids], weights[ids]
-    g = None if groups is None else np.asarray(groups)[ids]
+    return choose_c_on(data.rows(ids), data.y[ids], weights[ids], grid, seed,
+                       None if groups is None else np.asarray(groups)[ids])
+
+
+def choose_c_on(X: sp.csr_matrix, y: np.ndarray, w: np.ndarray, grid: Sequence[float], seed: int = 0,
+                g: np.ndarray | None = None) -> tuple[float, dict]:
+    """choose_c on given rows (already a sample)."""
+    from sklearn.model_selection import GroupKFold, StratifiedKFold
+
     if g is not None and len(set(g)) >= 3 and all(len(set(y[g == k])) == 2 for k in set(g)):
         split = list(GroupKFold(min(5, len(set(g)))).split(np.zeros(len(y)), y, groups=g))
     else:
@@ -259,3 +303,180 @@ def predict_proba(classifier: CalibratedClassifierCV, data: Featurized, rows: np
     p = np.concatenate([classifier.predict_proba(data.rows(uniq[i:i + step]))[:, 1]
                         for i in range(0, len(uniq), step)]) if len(uniq) else np.empty(0)
     return p[back]
+
+
+# ---- one pass over many labels --------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Items:
+    """Rows already in memory, as a batch for `single_pass` (the starter corpora, tests)."""
+
+    comments: tuple
+    y: tuple
+    weights: tuple
+    groups: tuple
+
+    def load(self) -> tuple[list, np.ndarray, np.ndarray, list]:
+        return (list(self.comments), np.asarray(self.y, dtype=np.int8), np.asarray(self.weights, dtype=np.float64),
+                list(self.groups))
+
+
+@dataclasses.dataclass(frozen=True)
+class Joined:
+    """Several batches loaded as one."""
+
+    parts: tuple
+
+    def load(self) -> tuple[list, np.ndarray, np.ndarray, list]:
+        loaded = [p.load() for p in self.parts]
+        return ([c for part in loaded for c in part[0]], np.concatenate([part[1] for part in loaded]),
+                np.concatenate([part[2] for part in loaded]), [g for part in loaded for g in part[3]])
+
+
+def _load_features(batch, config: FeatureConfig, other: FeatureConfig | None = None):
+    """In a feature worker: a batch's rows read (a LabelBatch reads Redis itself) and featurised; with `other`, also
+    featurised under that configuration (a champion built with different features)."""
+    comments, y, w, groups = batch.load()
+    X = training_matrix(comments, config)
+    return X, y, w, groups, (training_matrix(comments, other) if other is not None else None)
+
+
+@dataclasses.dataclass
+class Pass:
+    """What `single_pass` gives: two calibrated models and the gate's scores of the newest rows."""
+
+    challenger: CalibratedClassifierCV  # fitted on the older rows only: the one the gate judges
+    final: CalibratedClassifierCV  # the same SGD carried on over the newest rows: the one published
+    details: dict  # the final model's "classifier" metadata
+    y_eval: np.ndarray  # labels of the newest rows, as read
+    challenger_scores: np.ndarray  # their calibrated spam probabilities under the challenger
+    champion_scores: np.ndarray | None  # ... under the champion, when one was given
+    counts: collections.Counter  # (group, label) -> rows read, every row
+    timings: dict[str, float]
+
+
+def single_pass(batch: Callable[[np.ndarray], Any], older: np.ndarray, newest: np.ndarray, y: np.ndarray,
+                config: FeatureConfig, *, weights: np.ndarray | None = None, C: float | None = None,
+                grid: Sequence[float], seed: int = 0, champion: tuple[Any, FeatureConfig] | None = None,
+                n_jobs: int | None = None, progress: Callable[[str, float], None] | None = None) -> Pass:
+    """A retrain over many labels in one pass of averaged SGD, every row read and featurised once, in worker
+    processes, a few chunks at a time.
+
+    Rows are positions 0..len(y)-1; `batch(positions)` makes a picklable batch whose `load()` reads those rows (in
+    a worker). `y` and `weights` (default 1) per position come from the label index and choose a stratified
+    calibration slice of the `older` rows, held out of both fits, and a sample of at most C_SAMPLE older rows that
+    C is chosen on (when `C` is None; with sources in the groups the folds leave sources out). Then one SGD visits
+    the other older rows in a random order; its weights at that point, calibrated on the slice, are the
+    challenger, which never saw a newest row. Each chunk of the `newest` rows, in a random order, is scored by the
+    challenger and by the champion ((classifier, its feature configuration)) before the same SGD learns from it;
+    the weights at the end, calibrated on the same slice, are the final model. Regularisation follows the rows the
+    final model fits (alpha = 1 / (C * rows)), so the challenger is regularised a little less than a separate fit
+    on the older rows alone would be."""
+    started = time.perf_counter()
+    n_jobs = workers() if n_jobs is None else n_jobs
+    older, newest = np.asarray(older, dtype=np.int64), np.asarray(newest, dtype=np.int64)
+    w_all = np.ones(len(y)) if weights is None else np.asarray(weights, dtype=np.float64)
+    older_w = np.zeros(len(y))
+    older_w[older] = w_all[older]
+    cal = calibration_slice(older_w, np.asarray(y), seed)
+    rest = np.setdiff1d(older, cal)
+    rng = np.random.default_rng(seed)
+    sample = np.sort(rng.choice(rest, size=min(C_SAMPLE, len(rest)), replace=False)) if C is None else rest[:0]
+    rest = rng.permutation(np.setdiff1d(rest, sample))
+    newest = rng.permutation(newest)
+    if not len(rest) + len(sample) or not len(newest):
+        raise ValueError("single_pass needs older rows to fit and newest rows to evaluate")
+    other = None
+    if champion is not None and champion[1] != config:
+        other = champion[1]
+
+    def chunks(kind: str, positions: np.ndarray):
+        return [(kind, positions[i:i + CHUNK]) for i in range(0, len(positions), CHUNK)]
+
+    plan = chunks("held", cal) + chunks("sample", sample) + chunks("fit", rest) + chunks("eval", newest)
+    results = parallel(_load_features, ((batch(np.sort(pos)), config, other if kind == "eval" else None)
+                                        for kind, pos in plan), n_jobs)
+
+    timings: dict[str, float] = {}
+    counts: collections.Counter = collections.Counter()
+    held: list = []
+    sampled: list = []
+    n_fit = len(rest) + len(sample) + len(newest)  # rows the final model fits, as planned
+    clf: SGDClassifier | None = None
+    cv_scores = None
+    snapshot: tuple[np.ndarray, float] | None = None
+    y_eval, dec_eval, champ_eval = [], [], []
+    fitted = 0
+    classes = np.array([0, 1])
+    last_tick = 0.0
+
+    def learn(X, yy, ww):
+        nonlocal fitted
+        mask = ww > 0
+        if mask.any():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", category=UserWarning)  # a chunk holding one class is fine
+                clf.partial_fit(X[mask], yy[mask], classes=classes, sample_weight=ww[mask])
+            fitted += int(mask.sum())
+
+    def start_fit():
+        nonlocal clf, C, cv_scores
+        t0 = time.perf_counter()
+        if C is None:
+            X = sp.vstack([part[0] for part in sampled], format="csr")
+            ys = np.concatenate([part[1] for part in sampled])
+            ws = np.concatenate([part[2] for part in sampled])
+            gs = np.asarray([g for part in sampled for g in part[3]], dtype=object)
+            C, cv_scores = choose_c_on(X, ys, ws, grid, seed, gs)
+            timings["choose C"] = time.perf_counter() - t0
+        clf = _sgd(1.0 / (C * max(1, n_fit)), average=True, seed=seed)
+        for X, ys, ws, _ in sampled:
+            learn(X, ys, ws)
+        sampled.clear()
+
+    done = 0
+    stage_started = time.perf_counter()
+    for (kind, _), (X, yy, ww, groups, X_other) in zip(plan, results):
+        counts.update(zip(groups, yy.tolist()))
+        if kind == "held":
+            held.append((X, yy, ww))
+        elif kind == "sample":
+            sampled.append((X, yy, ww, groups))
+        else:
+            if clf is None:
+                timings["held-out rows"] = time.perf_counter() - stage_started
+                start_fit()
+                stage_started = time.perf_counter()
+            if kind == "fit":
+                learn(X, yy, ww)
+            else:
+                if snapshot is None:
+                    snapshot = (clf.coef_[0].astype(np.float64), float(clf.intercept_[0]))
+                    timings["pass over older rows"] = time.perf_counter() - stage_started
+                    stage_started = time.perf_counter()
+                y_eval.append(yy)
+                dec_eval.append(X @ snapshot[0] + snapshot[1])
+                if champion is not None:
+                    champ_eval.append(champion[0].predict_proba(X if X_other is None else X_other)[:, 1])
+                learn(X, yy, ww)
+        done += 1
+        if progress is not None and time.perf_counter() - last_tick >= 1.0:
+            last_tick = time.perf_counter()
+            progress(f"one pass: {kind} rows", done / len(plan))
+    timings["pass over newest rows"] = time.perf_counter() - stage_started
+
+    t0 = time.perf_counter()
+    X_cal = sp.vstack([h[0] for h in held], format="csr")
+    y_cal = np.concatenate([h[1] for h in held])
+    w_cal = np.concatenate([h[2] for h in held])
+    challenger = calibrate(linear(*snapshot), X_cal, y_cal, w_cal)
+    final = calibrate(linear(clf.coef_[0].astype(np.float64), float(clf.intercept_[0])), X_cal, y_cal, w_cal)
+    challenger_scores = challenger.calibrated_classifiers_[0].calibrators[0].predict(np.concatenate(dec_eval))
+    timings["calibration"] = time.perf_counter() - t0
+    timings["total"] = time.perf_counter() - started
+    details = {"type": "LogisticRegression", "solver": "sgd (log loss, 1 pass, averaged)", "C": C,
+               "calibration": f"sigmoid (Platt) on a held-out slice of {len(y_cal)} rows",
+               "C_cv_log_loss": cv_scores, "rows_fitted": fitted}
+    return Pass(challenger=challenger, final=final, details=details, y_eval=np.concatenate(y_eval),
+                challenger_scores=challenger_scores,
+                champion_scores=np.concatenate(champ_eval) if champion is not None else None, counts=counts,
+                timings=timings)

@@ -338,7 +338,6 @@ def run_retrain(redis: redis_lib.Redis, settings: Settings, *, site: str | None 
 class _Examples:
     comments: list
     y: np.ndarray
-    t: np.ndarray
     base_comments: list = field(default_factory=list)
     base_y: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int8))
 
@@ -383,26 +382,26 @@ class _Retrain:
         if since is not None:
             return self._run_incremental(champion, champion_version, champion_info, since)
         self.record["mode"] = "full"
-        data = self._read()
-        n = len(data.y)
-        counts = {"labels": n, "spam": int(data.y.sum()), "ham": int(n - data.y.sum()),
-                  "base": len(data.base_comments)}
-        self.record["counts"] = counts
-
-        if min(counts["spam"], counts["ham"]) < MIN_PER_CLASS:
-            return self._finish("skip", f"need at least {MIN_PER_CLASS} spam and {MIN_PER_CLASS} ham labels; "
-                                        f"have {counts['spam']} spam, {counts['ham']} ham")
+        self._progress("reading labels", 0.05)
+        started = time.perf_counter()
         cutoff = champion_info.get("trained_until")
-        unseen = int((data.t > float(cutoff)).sum()) if cutoff is not None else n
-        cv = self.cv = n < CV_BELOW
-        n_eval = unseen if cv else min(unseen, math.ceil(HOLDOUT_FRACTION * n))
-        counts["unseen_by_champion"] = unseen
-        if n_eval < MIN_EVAL:
-            return self._finish("skip", f"only {n_eval} labels newer than champion {champion_version}'s training "
-                                        f"data; need {MIN_EVAL} to compare the two fairly")
+        index = _label_index(self.redis, self.site, None if cutoff is None else float(cutoff))
+        base_comments, base_y = _starter_corpora() if self.settings.use_starter_corpora else ([], np.zeros(0))
+        if len(index.ids) >= CV_BELOW and len(index.ids) + len(base_comments) > _in_memory_max():
+            self.timings["read index"] = time.perf_counter() - started
+            plan = self._plan(index.y, index.newer, len(base_comments), champion_version)
+            if isinstance(plan, dict):
+                return plan
+            return self._run_single_pass(champion, index, base_comments, base_y, plan)
+        data = self._read(index, base_comments, base_y)
+        self.timings["read"] = time.perf_counter() - started
+        n = len(data.y)
+        plan = self._plan(data.y, index.newer, len(data.base_comments), champion_version)
+        if isinstance(plan, dict):
+            return plan
+        n_eval, cv = plan, self.cv
         eval_idx = np.arange(n - n_eval, n)  # examples are sorted by label time, oldest first
         y_eval = data.y[eval_idx]
-        counts["eval"] = int(n_eval)
 
         if not cv and n + len(data.base_comments) > _exact_max():
             self._progress("extracting features", 0.2)
@@ -440,8 +439,76 @@ class _Retrain:
         final = self._fit(data, np.arange(n), "final fit")
         self.lease.check()
         self._progress("publishing", 0.95)
-        trained_until = float(data.t.max())
+        trained_until = index.last_time
         return self._promote(final, trained_until, plan, why, updates_since_full=0)
+
+    def _plan(self, y: np.ndarray, unseen: int, n_base: int, champion_version: str) -> int | dict:
+        """How many of the newest labels the gate judges on (and whether by cross-validation, in self.cv), or the
+        finished run record when there is nothing fair to judge. `unseen`: labels newer than the champion's fit."""
+        n = len(y)
+        counts = self.record["counts"] = {"labels": n, "spam": int(y.sum()), "ham": int(n - y.sum()), "base": n_base}
+        if min(counts["spam"], counts["ham"]) < MIN_PER_CLASS:
+            return self._finish("skip", f"need at least {MIN_PER_CLASS} spam and {MIN_PER_CLASS} ham labels; "
+                                        f"have {counts['spam']} spam, {counts['ham']} ham")
+        unseen = min(n, unseen)
+        cv = self.cv = n < CV_BELOW
+        n_eval = unseen if cv else min(unseen, math.ceil(HOLDOUT_FRACTION * n))
+        counts["unseen_by_champion"] = unseen
+        if n_eval < MIN_EVAL:
+            return self._finish("skip", f"only {n_eval} labels newer than champion {champion_version}'s training "
+                                        f"data; need {MIN_EVAL} to compare the two fairly")
+        counts["eval"] = int(n_eval)
+        return n_eval
+
+    def _run_single_pass(self, champion, index, base_comments: list, base_y: np.ndarray, n_eval: int) -> dict:
+        """Many labels: one pass of SGD in which feature workers read and featurise every label once. The gate
+        judges the pass's model as it stood before the newest labels; the published model is the same pass
+        carried on over them (training.fitting.single_pass)."""
+        from training import fitting
+        from training.features import DEFAULT_CONFIG
+        from training.labels import LabelBatch, connection_spec
+
+        n, n_base = len(index.ids), len(base_comments)
+        w_base = min(BASE_WEIGHT, n / n_base) if n_base else 0.0
+        spec, ids = connection_spec(self.redis), index.ids
+
+        def batch(positions: np.ndarray):
+            labelled, base = positions[positions < n], positions[positions >= n] - n
+            parts = []
+            if len(labelled):
+                parts.append(LabelBatch(spec, tuple(ids[i] for i in labelled)))
+            if len(base):
+                comments = tuple(base_comments[i] for i in base)
+                parts.append(fitting.Items(comments, tuple(int(base_y[i]) for i in base), (w_base,) * len(base),
+                                           tuple(_as_comment(c).site or "unknown" for c in comments)))
+            return parts[0] if len(parts) == 1 else fitting.Joined(tuple(parts))
+
+        def progress(stage: str, fraction: float) -> None:
+            self.lease.check()
+            self._progress(stage, 0.1 + 0.8 * fraction)
+
+        older = np.concatenate([np.arange(n - n_eval), n + np.arange(n_base)])
+        newest = np.arange(n - n_eval, n)
+        y = np.concatenate([index.y, np.asarray(base_y, dtype=np.int8)])
+        weights = np.concatenate([np.ones(n), np.full(n_base, w_base)])
+        started = time.perf_counter()
+        result = fitting.single_pass(batch, older, newest, y, DEFAULT_CONFIG, weights=weights, C=self.C,
+                                     grid=_c_grid(), champion=_linear_parts(champion), progress=progress)
+        self.timings["one pass"] = time.perf_counter() - started
+        for stage, seconds in result.timings.items():
+            if stage != "total":
+                self.timings[f"one pass: {stage}"] = seconds
+        self.record["counts"]["eval"] = int(len(result.y_eval))
+        plan = (f"holdout of the newest {len(result.y_eval)} labels: one pass of SGD, judged as it stood after the "
+                f"{n - n_eval} older labels, before it met them")
+        self.record["evaluation"] = plan
+        ok, why = self._gate(result.y_eval, result.challenger_scores, result.champion_scores)
+        if not ok:
+            return self._finish("reject", why)
+        final = _assemble(result.final, result.details, result.counts, DEFAULT_CONFIG)
+        self.lease.check()
+        self._progress("publishing", 0.95)
+        return self._promote(final, index.last_time, plan, why, updates_since_full=0)
 
     def _promote(self, model, trained_until: float, plan: str, why: str, updates_since_full: int) -> dict:
         meta = {"kind": "retrain", "mode": self.record["mode"], "trained_until": trained_until,
@@ -528,23 +595,12 @@ class _Retrain:
                              updates_since_full=int(champion_info.get("updates_since_full", 0)) + 1)
 
     # ---- steps ---------------------------------------------------------------------------------------------------
-    def _read(self) -> _Examples:
+    def _read(self, index, base_comments: list, base_y: np.ndarray) -> _Examples:
         from training.labels import LabelStore
 
-        self._progress("reading labels", 0.05)
-        started = time.perf_counter()
-        rows = []
-        for comment, label, labelled_at, _site, _id in LabelStore(self.redis).iter_examples(self.site):
-            rows.append((float(labelled_at), comment, 1 if label == "spam" else 0))
-        rows.sort(key=lambda r: r[0])
-        data = _Examples(comments=[r[1] for r in rows], y=np.fromiter((r[2] for r in rows), dtype=np.int8,
-                                                                      count=len(rows)),
-                         t=np.fromiter((r[0] for r in rows), dtype=np.float64, count=len(rows)))
-        del rows
-        if self.settings.use_starter_corpora:
-            data.base_comments, data.base_y = _starter_corpora()
-        self.timings["read"] = time.perf_counter() - started
-        return data
+        comments, y, found = LabelStore(self.redis).training_examples(index.ids)
+        return _Examples(comments=comments, y=y, base_comments=list(base_comments),
+                         base_y=np.asarray(base_y, dtype=np.int8))
 
     def _fit(self, data: _Examples, idx: np.ndarray, name: str):
         started = time.perf_counter()
@@ -705,6 +761,46 @@ def _exact_max() -> int:
     from training.fitting import EXACT_MAX
 
     return EXACT_MAX
+
+
+def _in_memory_max() -> int:
+    from training.fitting import IN_MEMORY_MAX
+
+    return IN_MEMORY_MAX
+
+
+def _c_grid() -> tuple:
+    from training.model import C_GRID
+
+    return C_GRID
+
+
+def _label_index(redis: redis_lib.Redis, site: str | None, newer_than: float | None):
+    from training.labels import LabelStore
+
+    return LabelStore(redis).training_index(site, newer_than)
+
+
+def _as_comment(item):
+    from training.features import as_comment
+
+    return as_comment(item)
+
+
+def _linear_parts(model):
+    """(calibrated classifier, feature configuration) of a model, for scoring featurised rows; None for none."""
+    return None if model is None else (model.pipeline.named_steps["classifier"], model.config)
+
+
+def _assemble(calibrated, details: dict, counts, config):
+    """A Model around a classifier fitted outside training.model, with the same metadata a fit there records;
+    `counts` maps (source, label) to rows."""
+    from training.features import Featurizer
+    from training.model import _model
+
+    sources = [source for (source, _), k in counts.items() for _ in range(k)]
+    y = np.fromiter((label for (_, label), k in counts.items() for _ in range(k)), dtype=np.int64, count=len(sources))
+    return _model(Featurizer(config), calibrated, details, y, sources, config)
 
 
 def _featurize(comments: Sequence, y: np.ndarray):

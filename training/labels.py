@@ -13,6 +13,7 @@ import logging
 import time
 from typing import Any, Iterator, Sequence
 
+import numpy as np
 import redis
 
 from training import activity, pages, rediskeys
@@ -71,6 +72,20 @@ if #KEYS > 10 then
 end
 return old
 """
+
+# Many label hashes' fields in one call: a reply of len(KEYS) * len(ARGV) values, nil for a missing field or a
+# label removed meanwhile. One round trip and one reply per FETCH_CHUNK labels instead of one command each: reading a
+# million labels for a retrain is a few seconds, not minutes. KEYS: label hashes.  ARGV: field names.
+_FETCH = """
+local out = {}
+for _, key in ipairs(KEYS) do
+  local v = redis.call('HMGET', key, unpack(ARGV))
+  for j = 1, #ARGV do out[#out + 1] = v[j] end
+end
+return out
+"""
+FETCH_CHUNK = 1000  # labels per script call (Redis serves nothing else for the millisecond or two it runs)
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class LabelRecord:
@@ -134,6 +149,7 @@ class LabelStore:
         self.redis = client
         self._put = client.register_script(_PUT)
         self._remove = client.register_script(_REMOVE)
+        self._fetch = client.register_script(_FETCH)
 
     def put(self, record: LabelRecord) -> LabelRecord:
         return self.put_many([record])[0]
@@ -240,8 +256,52 @@ class LabelStore:
 
     def iter_examples(self, site: str | None = None) -> Iterator[tuple[Comment, str, float, str, str]]:
         """(comment, label, labelled_at, site, id) for training, oldest first."""
-        for r in self.export(site=site, chunk=1000):
-            yield r.comment, r.label, r.labelled_at, r.site, r.id
+        index = self.training_index(site)
+        fields = ("comment", "label", "labelled_at", "site")
+        for i in range(0, len(index.ids), FETCH_CHUNK):
+            ids = index.ids[i:i + FETCH_CHUNK]
+            for label_id, (comment, label, labelled_at, site_) in zip(ids, self.fetch(ids, fields)):
+                if comment is not None and label is not None:  # removed since the index was read
+                    yield (stored_comment(comment.decode()), label.decode(), float(labelled_at), site_.decode(),
+                           label_id)
+
+    def training_index(self, site: str | None = None, newer_than: float | None = None) -> "TrainingIndex":
+        """Every label's id and label, oldest first, with the newest label time and how many labels are newer than
+        `newer_than`; one transaction, no hash read and no per-label score parsed."""
+        scope = site or ALL_SITES
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zrange(_index("all", scope), 0, -1)
+            pipe.zrange(_index("spam", scope), 0, -1)
+            pipe.zrange(_index("all", scope), -1, -1, withscores=True)
+            pipe.zcount(_index("all", scope), "-inf" if newer_than is None else f"({newer_than!r}", "+inf")
+            members, spam, last, newer = pipe.execute()
+        spam = set(spam)
+        return TrainingIndex(ids=[m.decode() for m in members],
+                             y=np.fromiter(map(spam.__contains__, members), dtype=np.int8, count=len(members)),
+                             last_time=float(last[0][1]) if last else None, newer=int(newer))
+
+    def fetch(self, ids: Sequence[str], fields: Sequence[str]) -> list[list[bytes | None]]:
+        """The given fields of each label, in the order of `ids` (None for a label removed meanwhile)."""
+        out: list[list[bytes | None]] = []
+        k = len(fields)
+        for i in range(0, len(ids), FETCH_CHUNK):
+            flat = self._fetch(keys=[rediskeys.LABEL.format(id=x) for x in ids[i:i + FETCH_CHUNK]], args=list(fields))
+            out.extend(flat[j:j + k] for j in range(0, len(flat), k))
+        return out
+
+    def training_examples(self, ids: Sequence[str]) -> tuple[list[Comment], np.ndarray, np.ndarray]:
+        """(comments, labels 1 spam / 0 ham, which of `ids` were found) of the given labels; a label removed since
+        its id was read is skipped."""
+        comments: list[Comment] = []
+        y: list[bool] = []
+        found = np.zeros(len(ids), dtype=bool)
+        for i, (comment, label) in enumerate(self.fetch(ids, ("comment", "label"))):
+            if comment is None or label is None:
+                continue
+            found[i] = True
+            comments.append(stored_comment(comment.decode()))
+            y.append(label == b"spam")
+        return comments, np.asarray(y, dtype=np.int8), found
 
     def count(self, site: str | None = None) -> int:
         return self.redis.zcard(_index("all", site or ALL_SITES))
@@ -261,6 +321,51 @@ class LabelStore:
         for i in ids:
             pipe.hgetall(rediskeys.LABEL.format(id=i))
         return [LabelRecord.from_hash(h) for h in pipe.execute() if h]
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingIndex:
+    """The labels a retrain reads, oldest first (ties in id order, as the time index keeps them)."""
+
+    ids: list[str]
+    y: np.ndarray  # 1 spam, 0 ham, as labelled when the index was read
+    last_time: float | None  # the newest label's time
+    newer: int  # labels newer than the time asked about (all of them when none was)
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelBatch:
+    """Labels to read in another process (a retrain's feature workers): the connection's plain settings and the
+    label ids, never a client. `load()` gives (comments, labels, weights, sources) of those still stored; a
+    comment's source is its site, as the model's own fit counts them."""
+
+    connection: tuple[type, tuple[tuple[str, Any], ...]]
+    ids: tuple[str, ...]
+
+    def load(self) -> tuple[list[Comment], np.ndarray, np.ndarray, list[str]]:
+        comments, y, _ = LabelStore(_worker_client(self.connection)).training_examples(self.ids)
+        return comments, y, np.ones(len(y)), [c.site or "unknown" for c in comments]
+
+
+def connection_spec(client: redis.Redis) -> tuple[type, tuple[tuple[str, Any], ...]]:
+    """What another process needs to open a connection like `client`'s: its class and plain settings (host, port or
+    socket path, database, credentials, timeouts); replies stay bytes."""
+    pool = client.connection_pool
+    plain = {k: v for k, v in pool.connection_kwargs.items() if v is None or isinstance(v, (str, bytes, int, float))}
+    plain["decode_responses"] = False
+    return pool.connection_class, tuple(sorted(plain.items()))
+
+
+_WORKER_CLIENTS: dict[tuple, redis.Redis] = {}
+
+
+def _worker_client(spec: tuple[type, tuple[tuple[str, Any], ...]]) -> redis.Redis:
+    client = _WORKER_CLIENTS.get(spec)
+    if client is None:
+        cls, kwargs = spec
+        client = _WORKER_CLIENTS[spec] = redis.Redis(
+            connection_pool=redis.ConnectionPool(connection_class=cls, **dict(kwargs)))
+    return client
 
 
 def _bound(value: float | None, default: str) -> float | str:
