@@ -28,7 +28,8 @@ _UNSET = object()
 
 def authenticate() -> KeyRecord | None:
     """The request's principal (cached on g), None when it presents no credential; raises 401/403 for a bad one."""
-    cached = g.get("principal", _UNSET)
+    ctx = g._get_current_object()  # one context lookup for the reads and writes below
+    cached = getattr(ctx, "principal", _UNSET)
     if cached is not _UNSET:
         return cached
     header = request.headers.get("Authorization")
@@ -40,7 +41,7 @@ def authenticate() -> KeyRecord | None:
         record = services().keys.authenticate(token.strip())
         if record is None:
             raise ApiError(401, "unauthorized", "unknown or revoked key", field="Authorization", headers=_CHALLENGE)
-        g.principal, g.auth_via = record, "bearer"
+        ctx.principal, ctx.auth_via = record, "bearer"
         return record
     session_id = session.get(SESSION_KEY) if request.cookies else None
     if session_id:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from typing import Any, Iterable
 
 import orjson
@@ -20,7 +19,6 @@ from training.schema import ContentTooLarge, ValidationError
 log = logging.getLogger("winnow.http")
 
 MAX_BODY_BYTES = 1024 * 1024
-_LONG_DIGITS = re.compile(rb"[0-9]{19}")
 _KEPT_HEADERS = ("Retry-After", "WWW-Authenticate", "Allow")
 
 
@@ -68,13 +66,14 @@ def json_body(*, required: bool = True) -> Any:
         if required:
             raise ApiError(400, "invalid", "a JSON body is required", field="body")
         return {}
-    if _LONG_DIGITS.search(raw) is None:
-        # orjson (strict RFC 8259, in C) reads everything it accepts as the standard parser does, except integers
-        # past 64 bits (it gives floats): a body with 19 digits in a row goes to the standard parser.
-        try:
-            return orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            pass  # the standard parser says what is wrong
+    try:
+        # orjson (strict RFC 8259, in C) reads what it accepts as the standard parser does, except integers past
+        # 64 bits, which it gives as floats: a body holding a float that large is read again by the standard parser.
+        body = orjson.loads(raw)
+        if not _has_huge_float(body):
+            return body
+    except orjson.JSONDecodeError:
+        pass  # the standard parser says what is wrong
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -88,6 +87,21 @@ def json_body(*, required: bool = True) -> Any:
     except json.JSONDecodeError as exc:
         raise ApiError(400, "bad_json", f"body is not valid JSON: {exc.msg} at line {exc.lineno} column "
                        f"{exc.colno}", field="body") from None
+
+
+def _has_huge_float(value: Any) -> bool:
+    """Whether a parsed body holds a float at or beyond the 64-bit integer range (where orjson puts big integers)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is dict:
+            stack.extend(item.values())
+        elif kind is list:
+            stack.extend(item)
+        elif kind is float and not -9.223372036854775808e18 < item < 1.8446744073709552e19:
+            return True
+    return False
 
 
 def _refuse_constant(name: str) -> Any:

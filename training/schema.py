@@ -98,14 +98,24 @@ class Comment:
         return out
 
     def replace(self, **changes: Any) -> "Comment":
+        """A copy with some fields changed (as dataclasses.replace, without its per-call field introspection)."""
         unknown = changes.keys() - _FIELD_NAMES
         if unknown:
             raise TypeError(f"Comment has no field(s) {', '.join(sorted(unknown))}")
-        return Comment(**{name: changes[name] if name in changes else getattr(self, name) for name in _FIELD_ORDER})
+        new = object.__new__(Comment)
+        for set_field, value in zip(_FIELD_SETTERS, _all_values(self)):
+            set_field(new, value)
+        for name, value in changes.items():
+            _FIELD_SETTER[name](new, value)
+        return new
 
 
 _FIELD_ORDER = tuple(f.name for f in dataclasses.fields(Comment))
 _FIELD_NAMES = frozenset(_FIELD_ORDER)
+_all_values = operator.attrgetter(*_FIELD_ORDER)
+# The slots' own setters: a frozen dataclass refuses setattr, and a copy needs no validation (Comment has none).
+_FIELD_SETTERS = tuple(getattr(Comment, name).__set__ for name in _FIELD_ORDER)
+_FIELD_SETTER = dict(zip(_FIELD_ORDER, _FIELD_SETTERS))
 _OPTIONAL_FIELDS = tuple(name for name in _FIELD_ORDER if name != "content")
 _optional_values = operator.attrgetter(*_OPTIONAL_FIELDS)
 # Fields whose value is checked as plain text only (no parsing or normalising beyond stripping).
