@@ -111,17 +111,18 @@ def check(comment: Comment, *, site: str, principal: KeyRecord | None, is_test: 
 
 def _reasons(verdict: Any) -> list[dict[str, Any]]:
     """The model's top contributions as [{"signal", "weight"}], whatever shape the model reports them in."""
+    items = getattr(verdict, "reasons", None) or ()
+    if all(type(item) is dict for item in items):  # what the model gives: one pass, no ABC checks
+        return [{"signal": str(item.get("signal")), "weight": round(float(item.get("weight")), 6)} for item in items]
     out = []
-    for item in getattr(verdict, "reasons", None) or ():
-        if type(item) is dict:  # what the model gives: the common case first, without the ABC checks below
-            signal, weight = item.get("signal"), item.get("weight")
-        elif isinstance(item, Mapping):
+    for item in items:
+        if isinstance(item, Mapping):
             signal, weight = item.get("signal"), item.get("weight")
         elif isinstance(item, (tuple, list)) and len(item) >= 2:
             signal, weight = item[0], item[1]
         else:
             signal, weight = getattr(item, "signal", item), getattr(item, "weight", 0.0)
-        out.append({"signal": signal if type(signal) is str else str(signal), "weight": round(float(weight), 6)})
+        out.append({"signal": str(signal), "weight": round(float(weight), 6)})
     return out
 
 

@@ -148,3 +148,12 @@ def test_site_policy_validates_as_a_whole_and_falls_back_when_redis_is_down(r):
     assert policy.shadow and policy.trusted_roles == {"editor"}
     down = SiteStore(redis.Redis(port=free_port(), retry=Retry(NoBackoff(), 0)), Settings())
     assert down.policy("https://s.example.com") == down.base
+
+
+def test_checks_are_stored_when_redis_has_forgotten_the_script(r):
+    store = CheckStore(r)
+    store.write([record(300)])
+    r.script_flush()
+    assert store.write([record(301), record(302)]) == 2
+    assert store.get("c0301") == record(301, created_at=store.get("c0301").created_at)
+    assert store.get("c0302") is not None and store.queue_size() == 3

@@ -201,7 +201,8 @@ class CheckStore:
         if not keys:
             return 0
         pipe = self.redis.pipeline(transaction=False)
-        self._put(keys=keys, args=args, client=pipe)
+        # EVALSHA straight into the pipeline: a Script there would ask SCRIPT EXISTS first, a round trip per batch.
+        pipe.evalsha(self._put.sha, len(keys), *keys, *args)
         for qkey, members in queues.items():
             pipe.zadd(qkey, members)
         if by_time:
@@ -211,7 +212,10 @@ class CheckStore:
             counters.times = count
             activity.count_check(counters, site=site, verdict=verdict, created_at=created_at)
         counters.emit(pipe)
-        pipe.execute()
+        try:
+            pipe.execute()
+        except redis.exceptions.NoScriptError:  # a Redis that restarted or flushed its scripts; the rest went through
+            self._put(keys=keys, args=args)
         return len(keys)
 
     def get(self, check_id: str) -> CheckRecord | None:

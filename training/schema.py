@@ -85,7 +85,11 @@ class Comment:
         if values.get("content") is None:
             raise ValidationError(prefix + aliased.get("content", "content"), "is required")
         for name, value in values.items():
-            values[name] = _clean(name, value, prefix + aliased.get(name, name))
+            if (name in _PLAIN_FIELDS and type(value) is str and len(value) <= MAX_FIELD_CHARS and value.isascii()
+                    and "\x00" not in value):
+                values[name] = value.strip()  # plain ASCII text within bounds: what _clean would return
+            else:
+                values[name] = _clean(name, value, prefix + aliased.get(name, name))
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
