@@ -1,6 +1,8 @@
 """The many-labels fitting path: training matrices built without sorting, and the one-pass retrain's honesty."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -140,3 +142,24 @@ def test_parallel_keeps_order_and_submits_only_a_few_tasks_ahead():
         assert len(pulled) - len(got) <= fitting.AHEAD * 2
     assert got == list(range(40))
     assert list(fitting.parallel(abs, ((-i,) for i in range(5)), n_jobs=1)) == list(range(5))
+
+
+def test_chunks_handed_over_in_shared_memory_are_the_same_matrix_and_leave_nothing_behind(tmp_path, monkeypatch):
+    monkeypatch.setattr(fitting, "SPOOL_ROOT", str(tmp_path))
+    stale = tmp_path / "winnow-features-999999999-abc"  # a run whose process is gone
+    stale.mkdir()
+    (stale / "chunk").write_bytes(b"x")
+    comments, _ = rows(120, seed=5)
+    with fitting.spooling() as spool:
+        assert not stale.exists() and spool.startswith(str(tmp_path))
+        handle = fitting.training_matrix(comments, DEFAULT_CONFIG, spool)
+        assert isinstance(handle, fitting.Spooled)
+        X = handle.open()
+        assert os.listdir(spool) == []  # the file goes when it is opened; the mapping keeps the matrix
+        expected = fitting.training_matrix(comments, DEFAULT_CONFIG)
+        assert (X != expected).nnz == 0 and np.array_equal(X.indices, expected.indices)
+        assert X.dtype == np.float32 and X.indices.dtype == np.int32
+        empty = fitting.training_matrix([], DEFAULT_CONFIG, spool).open()
+        assert empty.shape == (0, DEFAULT_CONFIG.n_features)
+        fitting.training_matrix(comments[:3], DEFAULT_CONFIG, spool)  # never opened: a stopped run's leftover
+    assert list(tmp_path.iterdir()) == []

@@ -442,10 +442,10 @@ def test_more_labels_than_memory_holds_are_one_pass_each_text_featurised_once(r,
     featurised = []
     real = fitting.training_matrix
 
-    def counting(items, config):
+    def counting(items, config, spool=None):
         items = list(items)
         featurised.extend(c.content for c in items)
-        return real(items, config)
+        return real(items, config, spool)
 
     monkeypatch.setattr(fitting, "training_matrix", counting)
     seed_champion(r, settings, backwards_model)
@@ -462,7 +462,7 @@ def test_more_labels_than_memory_holds_are_one_pass_each_text_featurised_once(r,
                                         [c.content for c, _ in base])  # every text once, none twice
     registry = Registry.from_settings(r, settings)
     model = registry.load(registry.current_version())
-    assert model.meta["classifier"]["solver"] == "sgd (log loss, 1 pass, averaged)"
+    assert model.meta["classifier"]["solver"].startswith("sgd (log loss, 1 pass, averaged")
     assert model.meta["counts"] == {"spam": 299 + 10, "ham": 300 + 10}
     assert model.meta["sources"][SITE] == {"spam": 299, "ham": 300}
     assert registry.get(registry.current_version())["trained_until"] == records[-1].labelled_at
