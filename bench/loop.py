@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import resource
@@ -39,6 +40,7 @@ RSS_TARGET_GB = 4.0
 SMALL_EVAL = 20_000             # held-out labels the exact small-data fit is scored on, for comparison
 MAX_CHARS = 1000
 SITE = "https://bench.example.org"
+STORE_PROCESSES = 4             # processes storing the labels of a large size (setup: a million labels take minutes)
 
 
 # ---- data ----------------------------------------------------------------------------------------------------------
@@ -54,22 +56,50 @@ def texts() -> tuple[list[tuple[str, str]], str]:
 
 def store(client: redis.Redis, pool, n: int, start_at: float, offset: int = 0, seed: int = 0,
           seen: set | None = None) -> list:
-    """Store n distinct labels (bench.loop_data.resampled) one millisecond apart from start_at, in chunks; returns
-    the stored records of the last chunk."""
+    """Store n distinct labels (bench.loop_data.resampled) one millisecond apart from start_at, in chunks of a
+    thousand (one transaction each, as an import does); returns the stored records of the last chunk. Texts are made
+    here (so they stay distinct); large batches are stored by STORE_PROCESSES processes at once (setup, not
+    measured)."""
     from bench.loop_data import resampled
+
+    def chunks():
+        chunk = []
+        for i, (comment, label) in enumerate(resampled(pool, n, seed=seed + offset, seen=seen)):
+            chunk.append((comment, label, start_at + i / 1000))
+            if len(chunk) == 1000:
+                yield chunk
+                chunk = []
+        if chunk:
+            yield chunk
+
+    kwargs = client.connection_pool.connection_kwargs
+    where = (kwargs.get("host", "127.0.0.1"), kwargs.get("port", 6379), kwargs.get("db", 0))
+    last: list = []
+    if n < 20_000:
+        for chunk in chunks():
+            last = _store_chunk(where, chunk)
+        return last
+    import multiprocessing
+
+    with multiprocessing.get_context("fork").Pool(STORE_PROCESSES) as workers:
+        for last in workers.imap(functools.partial(_store_chunk, where), chunks()):
+            pass
+    return last
+
+
+def _store_chunk(where: tuple, rows: list) -> list:
     from training import labels
 
-    store = labels.LabelStore(client)
-    chunk, last = [], []
-    for i, (comment, label) in enumerate(resampled(pool, n, seed=seed + offset, seen=seen)):
-        rec = labels.for_comment(SITE, comment, label, by="moderator:bench")
-        chunk.append(dataclasses.replace(rec, labelled_at=start_at + i / 1000))
-        if len(chunk) == 1000:
-            last = store.put_many(chunk)
-            chunk = []
-    if chunk:
-        last = store.put_many(chunk)
-    return last
+    client = _STORE_CLIENTS.get(where)
+    if client is None:
+        host, port, db = where
+        client = _STORE_CLIENTS[where] = redis.Redis(host=host, port=port, db=db)
+    records = [dataclasses.replace(labels.for_comment(SITE, comment, label, by="moderator:bench"), labelled_at=at)
+               for comment, label, at in rows]
+    return labels.LabelStore(client).put_many(records)
+
+
+_STORE_CLIENTS: dict = {}
 
 
 # ---- processes -----------------------------------------------------------------------------------------------------
