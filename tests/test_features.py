@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -34,6 +35,20 @@ def test_written_out_links_are_detected_with_their_domain(text, domain):
     assert "obfuscated_link" in found
     assert "domain:" + domain in found
     assert "links:0" not in found
+
+
+@pytest.mark.parametrize("text", ["go to w w w . cheapdeals . com", "see h t t p : / / cheapdeals.com",
+                                  "look at the site http://example.com/w w w"])
+def test_spaced_out_link_prefixes_are_obfuscation(text):
+    assert "obfuscated_link" in keys(text)
+
+
+@pytest.mark.parametrize("text", ["what about that thing at http://example.com/page",
+                                  "wow w white at the http://example.com", "see https://example.org/a?b=1 at the top"])
+def test_a_plain_link_is_not_obfuscation(text):
+    found = keys(text)
+    assert "obfuscated_link" not in found
+    assert "links:1" in found
 
 
 def test_sentences_are_not_mistaken_for_links():
@@ -199,10 +214,21 @@ def test_link_hints_never_skip_a_link_the_full_patterns_find():
         with open(root / name / f"{name}.jsonl", encoding="utf-8") as fh:
             texts += [normalise(json.loads(line)["text"]).text for line in fh if line.strip()]
     texts += ["visit example dot com", "mysite (dot) net", "a.b.c", "see x.co/abc", "call +1 555 123 4567 for $5"]
+    texts += ["CALL NOW", "ÉTÉ CAPS", "xABC DEF", "ABCd", "ABC_", "$ 5", "5 €", "10 dollars", "5usd", "+44 (0) 7911-123456"]
+    money = re.compile(r"[$£€¥₹]\s?\d|\d\s?[$£€¥₹]|\d\s?(?:usd|dollars?|bucks|pounds?|gbp|eur|euros?)\b")
+    caps = re.compile(r"\b[A-Z]{3,}\b")
     for text in texts:
         if f._URL_RE.search(text):
             assert f._URL_HINT_RE.search(text), text
+        assert f._urls(text) == f._URL_RE.findall(text), text
         if f._OBFUSCATED_RE.search(text):
             assert f._OBF_HINT_RE.search(text), text
-        if f._PHONE_RE.search(text) or f._MONEY_RE.search(text):
+        if f._PHONE_RE.search(text):
+            assert f._DIGIT_RE.search(text) and f._PHONE_HINT_RE.search(text), text
+        has_money = bool(f._MONEY_WORD_RE.search(text) or (any(c in text for c in f._CURRENCY)
+                                                             and f._MONEY_SYMBOL_RE.search(text)))
+        assert has_money == bool(money.search(text)), text
+        if has_money:
             assert f._DIGIT_RE.search(text), text
+        cased = text.upper()  # the capitals pattern reads the cased text
+        assert len(f._CAPS_WORD_RE.findall(cased)) == len(caps.findall(cased)), cased

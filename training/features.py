@@ -142,8 +142,8 @@ def normalise(content: str, max_chars: int = 20000) -> Normalised:
     text = cased.lower()
     # "!!!!!!!!" or "soooooo" would otherwise flood the character n-grams with one repeated gram; runs are kept at
     # three characters and counted as a signal instead.
-    text, runs = _REPEAT_RE.subn(r"\1\1\1", text)  # one pass: a run of exactly three is put back as it was
-    if runs:
+    if _REPEAT_RE.search(text):  # most texts have no run, and a search is far cheaper than a substitution
+        text, runs = _REPEAT_RE.subn(r"\1\1\1", text)  # one pass: a run of exactly three is put back as it was
         counts["repeated_chars"] = runs
     return Normalised(text, cased, hrefs, counts)
 
@@ -171,22 +171,36 @@ _OBFUSCATED_RE = re.compile(
 _TIMESTAMP_RE = re.compile(r"[?&#]t=\d")
 # Necessary conditions of the link patterns above, far cheaper to scan for: most comments have no link, and the
 # full patterns cost tens of microseconds per comment. A written-out link always has its ending right after a
-# dot, a closing bracket or "dot"/"d0t" (spaces between allowed); a plain one has "://", "www." or ".ending".
+# dot with a space on one side, a closing bracket or "dot"/"d0t" (spaces between allowed), so a plain link does
+# not set it off; a plain one has "://", "www." or ".ending". Every alternative opens with a literal character,
+# which lets the regex engine skip ahead to the places they can start.
 _URL_HINT_RE = re.compile(r"://|www\.|\.(?:" + _TLDS + r")\b")
-_OBF_HINT_RE = re.compile(r"(?:[.)\]}]|dot|d0t)\s*(?:" + _OBF_TLDS + r")\b")
+_OBF_HINT_RE = re.compile(r"(?:\s\.|\.\s|\)|\]|\}|dot|d0t)\s*(?:" + _OBF_TLDS + r")\b")
 _DIGIT_RE = re.compile(r"\d")  # phone numbers and amounts of money both need one
-_SPACED_WWW_RE = re.compile(r"\bw\s+w\s+w\b|\bh\s*t\s*t\s*p\s*s?\s*:\s*/\s*/")
+# "w w w" and "h t t p : / /": spaced out, so a plain "http://" is not one.
+_SPACED_WWW_RE = re.compile(r"\bw\s+w\s+w\b")
+_SPACED_HTTP_RE = re.compile(r"\bh\s*t\s*t\s*p\s*s?\s*:\s*/\s*/")
 _SHORTENERS = frozenset(
     "bit.ly goo.gl tinyurl.com t.co ow.ly is.gd buff.ly adf.ly bit.do shorturl.at cutt.ly rebrand.ly tiny.cc "
     "rb.gy t.ly v.gd lnkd.in shorte.st bc.vc ouo.io soo.gd clck.ru qps.ru u.to x.co tr.im po.st mcaf.ee "
     "su.pr db.tt j.mp fb.me youtu.be".split()
 )
 _PHONE_RE = re.compile(r"(?<![\w+])(?:\+?\d[\d\-. ()]{7,}\d)(?!\w)")
-_MONEY_RE = re.compile(
-    r"[$£€¥₹]\s?\d|\d\s?[$£€¥₹]|\d\s?(?:usd|dollars?|bucks|pounds?|gbp|eur|euros?)\b"
-)
+_PHONE_HINT_RE = re.compile(r"\d[\d\-. ()]{7,}\d")  # opens with a digit, so the engine skips to digits
+_CURRENCY = "$£€¥₹"
+_MONEY_SYMBOL_RE = re.compile(r"[$£€¥₹]\s?\d|\d\s?[$£€¥₹]")
+_MONEY_WORD_RE = re.compile(r"\d\s?(?:usd|dollars?|bucks|pounds?|gbp|eur|euros?)\b")
 _EMAIL_RE = re.compile(r"\b[a-z0-9._%+-]+@[a-z0-9.-]+\.[a-z]{2,}\b")
-_CAPS_WORD_RE = re.compile(r"\b[A-Z]{3,}\b")
+# A capitalised word of three or more letters (as \b[A-Z]{3,}\b), written to open with its first capital so the
+# engine skips to capitals; the look-behind checks the character before it.
+_CAPS_WORD_RE = re.compile(r"[A-Z](?<!\w[A-Z])[A-Z]{2,}(?!\w)")
+
+
+def _urls(text: str) -> list[str]:
+    """_URL_RE.findall(text) over the space-separated tokens that can hold a link: a link never spans a space (the
+    normalised text has no other whitespace) and holds a dot or a slash, and the look-behind sees a space before a
+    token either way. Most of a long text is skipped."""
+    return _URL_RE.findall(" ".join([t for t in text.split(" ") if "." in t or "/" in t]))
 
 
 def _host(url: str) -> str:
@@ -244,11 +258,12 @@ def signals(comment: Comment, norm: Normalised, config: FeatureConfig) -> list[S
     counts = norm.counts
     if "links" in groups:
         # Cheap substring tests first: most comments have no link at all and each regex scan costs microseconds.
-        urls = _URL_RE.findall(text) if ("." in text or "/" in text) and _URL_HINT_RE.search(text) else []
+        urls = _urls(text) if ("." in text or "/" in text) and _URL_HINT_RE.search(text) else []
         if norm.hrefs:
             urls += [h.lower() for h in norm.hrefs]
         obfuscated = _OBFUSCATED_RE.findall(text) if _OBF_HINT_RE.search(text) else []
-        spaced = ("w w" in text or "t t" in text) and _SPACED_WWW_RE.search(text) is not None
+        spaced = ("w w w" in text and _SPACED_WWW_RE.search(text) is not None) or (
+            ":" in text and any(" " in m.group() for m in _SPACED_HTTP_RE.finditer(text)))
         n_links = len(urls) + len(obfuscated)
         add(_LINK_COUNTS[min(n_links, 3)])
         hosts = set()
@@ -300,9 +315,9 @@ def signals(comment: Comment, norm: Normalised, config: FeatureConfig) -> list[S
                     add(Signal("caps_words:" + _bucket(caps_words, 3), 1.0))
     if "contact" in groups:
         if _DIGIT_RE.search(text):
-            if _PHONE_RE.search(text):
+            if _PHONE_HINT_RE.search(text) and _PHONE_RE.search(text):
                 add(Signal("phone_number", 1.0))
-            if _MONEY_RE.search(text):
+            if _MONEY_WORD_RE.search(text) or (any(c in text for c in _CURRENCY) and _MONEY_SYMBOL_RE.search(text)):
                 add(Signal("money", 1.0))
         if "@" in text and _EMAIL_RE.search(text):
             add(Signal("email_in_text", 1.0))
@@ -349,14 +364,14 @@ def _char_hashes(text: str, lo: int, hi: int) -> np.ndarray:
     """64-bit polynomial hashes of the character n-grams (lo..hi) at every position of ` text `.
 
     The text is padded with spaces on the right, so every position yields one n-gram of each length (those running
-    past the end carry extra spaces); ordered position-major: all lengths at position 0, then at position 1, ...
-    One strided view and one small integer matrix product replace a loop per length."""
-    width = hi - lo + 1
+    past the end carry extra spaces). The result is (positions, lengths): flattened, it is position-major, all
+    lengths at position 0, then at position 1, ... One strided view and one small integer matrix product replace a
+    loop per length."""
     cps = np.frombuffer((" " + text + " " * hi).encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
     rows = cps.shape[0] - hi + 1
     # Overlapping windows as a view of the same buffer (np.ndarray directly: as_strided costs more per call).
     windows = np.ndarray((rows, hi), np.uint64, cps, 0, (8, 8))
-    return (windows @ _powers(lo, hi)).reshape(rows * width)
+    return windows @ _powers(lo, hi)
 
 
 _POWERS: dict[tuple[int, int], np.ndarray] = {}
@@ -463,19 +478,19 @@ def extract(comment: Comment | str, config: FeatureConfig | None = None, explain
     clo, chi = config.char_ngrams
     char_h = _char_hashes(text, clo, chi)
     parts.append(char_h)
-    n_c = char_h.shape[0]
+    n_c = char_h.size
     if n_s:
         parts.append(crcs[crcs.shape[0] - n_s:])
 
-    hashes = np.concatenate(parts) if len(parts) > 1 else parts[0]
+    hashes = np.concatenate(parts, axis=None)  # axis=None flattens the (positions, lengths) character block
     # Multiplicative (Fibonacci) hashing: the top bits of h * odd constant depend on every bit of h, so they make
     # the index; the bit below them makes the sign that keeps collisions unbiased.
     bits = config.n_features.bit_length() - 1
     mixed = hashes * _MIX
     indices = (mixed >> _SHIFTS[64 - bits]).view(np.int64)
-    scale = np.empty(hashes.shape[0])
-    scale[:n_w] = config.word_weight / math.sqrt(n_w) if n_w else 0.0
-    scale[n_w:n_w + n_c] = config.char_weight / math.sqrt(n_c)
+    scale = np.full(hashes.shape[0], config.char_weight / math.sqrt(n_c))  # n_c > 0: the text is padded
+    if n_w:
+        scale[:n_w] = config.word_weight / math.sqrt(n_w)
     if n_s:
         scale[n_w + n_c:] = [s.value * config.signal_weight for s in sigs]
     # The sign bit moved to the top: copysign takes each entry's scale and that sign.
@@ -512,7 +527,7 @@ def _char_owner(pieces: list[str], word_slots: np.ndarray, lo: int, hi: int) -> 
     """The slot of each character n-gram, in `_char_hashes` order: that of the word its middle character lies in;
     for an n-gram centred on a space or punctuation, that of a word it touches (the first character's, else the
     last's); 0 when it touches none."""
-    lengths = np.fromiter(map(len, pieces), np.int64, len(pieces))
+    lengths = list(map(len, pieces))
     lengths[0] += 1  # the padding of _char_hashes: one space before the text, `hi` after it
     lengths[-1] += hi
     pattern = np.zeros(len(pieces), np.int64)  # pieces alternate [between, word, between, ..., word, between]
@@ -526,7 +541,8 @@ def _char_owner(pieces: list[str], word_slots: np.ndarray, lo: int, hi: int) -> 
         cols = _OWNER_COLUMNS[(lo, hi)] = ((lengths_ - 1) // 2, lengths_ - 1)
     middle = windows[:, cols[0]]
     first = windows[:, :1]
-    return np.where(middle > 0, middle, np.where(first > 0, first, windows[:, cols[1]])).ravel()
+    # Slots are never negative, so an entry's truth is "> 0".
+    return np.where(middle, middle, np.where(first, first, windows[:, cols[1]])).ravel()
 
 
 DEFAULT_CONFIG = FeatureConfig()

@@ -74,13 +74,14 @@ class Scorer:
         contrib = weights * ex.values
         contrib *= -self.a
         words = layout.words
-        index: dict[str, int] = {}
         # Slot 0 is "(punctuation)", then one slot per distinct word (per occurrence with per_token), then others.
-        distinct = [index.setdefault(w, len(index) + 1) for w in words]
+        index = _numbered(words, 1)
+        distinct = list(map(index.__getitem__, words))
         n_words = len(words) if per_token else len(index)
-        others = ["author_word:" + w for w in layout.author_words] + layout.signal_keys
-        named: dict[str, int] = {}
-        other_slots = np.array([named.setdefault(k, len(named) + n_words + 1) for k in others], np.int64)
+        others = ["author_word:" + w for w in layout.author_words] + layout.signal_keys if layout.author_words \
+            else layout.signal_keys
+        named = _numbered(others, n_words + 1)
+        other_slots = np.array(list(map(named.__getitem__, others)), np.int64)
         word_slots = np.arange(1, n_words + 1) if per_token else np.array(distinct, np.int64)
         sums = attribute(ex, contrib, word_slots, other_slots, n_words + len(named) + 1)
         by_token = None
@@ -91,6 +92,14 @@ class Scorer:
                 by_word = np.bincount(distinct, weights=by_token, minlength=len(index) + 1)[1:]
             sums = np.concatenate((sums[:1], by_word, sums[n_words + 1:]))
         return Contributions(z, self.bias, sums, by_token, words, list(index), list(named))
+
+
+def _numbered(names: list[str], first: int) -> dict[str, int]:
+    """Each distinct name's number, counting from `first` in order of first occurrence."""
+    index = dict.fromkeys(names)
+    for i, name in enumerate(index, first):
+        index[name] = i
+    return index
 
 
 def sigmoid(z: float) -> float:
@@ -108,9 +117,16 @@ def top_reasons(c: Contributions, top: int) -> list[dict[str, Any]]:
     n = w.shape[0]
     k = min(max(top, 0), n)
     order: list[int] = []
-    if k:
+    weights: list[float] = []
+    if k and n <= 64:
+        # A short comment's few sources sort faster as a list; a reverse sort keeps equal keys in source order,
+        # as the stable argsort below does.
+        values = w.tolist()
+        order = sorted(range(n), key=list(map(abs, values)).__getitem__, reverse=True)[:k]
+        weights = [values[j] for j in order]
+    elif k:
         mag = np.abs(w)
-        if k < n and n > 64:
+        if k < n:
             # Only the candidates at or above the k-th largest magnitude need sorting (a long comment has
             # hundreds of sources); sorting them stably keeps the same order a full stable sort gives.
             kth = np.partition(mag, n - k)[n - k]
@@ -118,9 +134,10 @@ def top_reasons(c: Contributions, top: int) -> list[dict[str, Any]]:
             order = candidates[np.argsort(-mag[candidates], kind="stable")[:k]].tolist()
         else:
             order = np.argsort(-mag, kind="stable")[:k].tolist()
+        weights = w[order].tolist()
     reasons = []
     total = 0.0
-    for j, weight in zip(order, w[order].tolist()):
+    for j, weight in zip(order, weights):
         if weight != 0.0:
             reasons.append({"signal": c.name(j), "weight": weight})
             total += weight
