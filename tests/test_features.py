@@ -222,7 +222,7 @@ def test_link_hints_never_skip_a_link_the_full_patterns_find():
             assert f._URL_HINT_RE.search(text), text
         assert f._urls(text) == f._URL_RE.findall(text), text
         if f._OBFUSCATED_RE.search(text):
-            assert f._OBF_HINT_RE.search(text), text
+            assert f._OBF_HINT_RE.search(text) and f._written_out_hint(text), text
         if f._PHONE_RE.search(text):
             assert f._DIGIT_RE.search(text) and f._PHONE_HINT_RE.search(text), text
         has_money = bool(f._MONEY_WORD_RE.search(text) or (any(c in text for c in f._CURRENCY)

@@ -171,15 +171,14 @@ _OBFUSCATED_RE = re.compile(
 _TIMESTAMP_RE = re.compile(r"[?&#]t=\d")
 # Necessary conditions of the link patterns above, far cheaper to scan for: most comments have no link, and the
 # full patterns cost tens of microseconds per comment. A written-out link always has its ending right after a
-# dot with a space on one side, a closing bracket or "dot"/"d0t" (spaces between allowed), so a plain link does
-# not set it off; a plain one has "://", "www." or ".ending". Every alternative opens with a literal character,
-# which lets the regex engine skip ahead to the places they can start.
+# dot, a closing bracket or "dot"/"d0t" (spaces between allowed; `_written_out_hint` then also wants a space
+# beside the dot, so a plain link does not set it off); a plain one has "://", "www." or ".ending".
 _URL_HINT_RE = re.compile(r"://|www\.|\.(?:" + _TLDS + r")\b")
-_OBF_HINT_RE = re.compile(r"(?:\s\.|\.\s|\)|\]|\}|dot|d0t)\s*(?:" + _OBF_TLDS + r")\b")
+_OBF_HINT_RE = re.compile(r"(?:[.)\]}]|dot|d0t)\s*(?:" + _OBF_TLDS + r")\b")
 _DIGIT_RE = re.compile(r"\d")  # phone numbers and amounts of money both need one
 # "w w w" and "h t t p : / /": spaced out, so a plain "http://" is not one.
 _SPACED_WWW_RE = re.compile(r"\bw\s+w\s+w\b")
-_SPACED_HTTP_RE = re.compile(r"\bh\s*t\s*t\s*p\s*s?\s*:\s*/\s*/")
+_SPACED_HTTP_RE = re.compile(r"h(?<!\wh)\s*t\s*t\s*p\s*s?\s*:\s*/\s*/")  # \bh..., opening on its literal
 _SHORTENERS = frozenset(
     "bit.ly goo.gl tinyurl.com t.co ow.ly is.gd buff.ly adf.ly bit.do shorturl.at cutt.ly rebrand.ly tiny.cc "
     "rb.gy t.ly v.gd lnkd.in shorte.st bc.vc ouo.io soo.gd clck.ru qps.ru u.to x.co tr.im po.st mcaf.ee "
@@ -201,6 +200,16 @@ def _urls(text: str) -> list[str]:
     normalised text has no other whitespace) and holds a dot or a slash, and the look-behind sees a space before a
     token either way. Most of a long text is skipped."""
     return _URL_RE.findall(" ".join([t for t in text.split(" ") if "." in t or "/" in t]))
+
+
+def _written_out_hint(text: str) -> bool:
+    """Whether `text` may hold a written-out link: an ending after "dot", a bracket, or a dot with a space beside
+    it (the normalised text's only whitespace is single spaces)."""
+    for m in _OBF_HINT_RE.finditer(text):
+        at = m.start()
+        if text[at] != "." or text[at + 1] == " " or (at and text[at - 1] == " "):
+            return True
+    return False
 
 
 def _host(url: str) -> str:
@@ -261,7 +270,7 @@ def signals(comment: Comment, norm: Normalised, config: FeatureConfig) -> list[S
         urls = _urls(text) if ("." in text or "/" in text) and _URL_HINT_RE.search(text) else []
         if norm.hrefs:
             urls += [h.lower() for h in norm.hrefs]
-        obfuscated = _OBFUSCATED_RE.findall(text) if _OBF_HINT_RE.search(text) else []
+        obfuscated = _OBFUSCATED_RE.findall(text) if _written_out_hint(text) else []
         spaced = ("w w w" in text and _SPACED_WWW_RE.search(text) is not None) or (
             ":" in text and any(" " in m.group() for m in _SPACED_HTTP_RE.finditer(text)))
         n_links = len(urls) + len(obfuscated)
