@@ -110,10 +110,12 @@ def check(comment: Comment, *, site: str, principal: KeyRecord | None, is_test: 
 
 
 def _reasons(verdict: Any) -> list[dict[str, Any]]:
-    """The model's top contributions as [{"signal", "weight"}], whatever shape the model reports them in."""
+    """The model's top contributions as [{"signal", "weight"}], whatever shape the model reports them in.
+
+    Weights are passed on as the model computed them (not rounded), so the reasons add up to its decision value."""
     items = getattr(verdict, "reasons", None) or ()
     if all(type(item) is dict for item in items):  # what the model gives: one pass, no ABC checks
-        return [{"signal": str(item.get("signal")), "weight": round(float(item.get("weight")), 6)} for item in items]
+        return [{"signal": str(item.get("signal")), "weight": float(item.get("weight"))} for item in items]
     out = []
     for item in items:
         if isinstance(item, Mapping):
@@ -122,7 +124,7 @@ def _reasons(verdict: Any) -> list[dict[str, Any]]:
             signal, weight = item[0], item[1]
         else:
             signal, weight = getattr(item, "signal", item), getattr(item, "weight", 0.0)
-        out.append({"signal": str(signal), "weight": round(float(weight), 6)})
+        out.append({"signal": str(signal), "weight": float(weight)})
     return out
 
 

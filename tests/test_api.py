@@ -73,6 +73,15 @@ def test_check_answers_verdict_with_reasons_and_model_version(api):
     assert all(set(x) == {"signal", "weight"} for x in spam["reasons"])
 
 
+def test_reasons_add_up_to_the_models_decision_value(api, app):
+    out = api("POST", "/api/v1/check", "a", {"content": SPAM[2], "author": "Bo"}).get_json()
+    api.flush()
+    stored = app.extensions["winnow"].checks.get(out["id"])
+    verdict = small_model().score(stored.comment)
+    assert [r["signal"] for r in out["reasons"]] == [r["signal"] for r in verdict.reasons]
+    assert sum(r["weight"] for r in out["reasons"]) == pytest.approx(verdict.decision_value, abs=1e-9)
+
+
 def test_check_is_stored_with_retention_ttl(api, r, app):
     out = api("POST", "/api/v1/check", "a", {"content": SPAM[1]}).get_json()
     api.flush()

@@ -113,6 +113,10 @@ def uncertainty(score: float) -> float:
     return abs(score - 0.5)
 
 
+assert rediskeys.CHECK.endswith("{id}")
+_CHECK_KEY_PREFIX = rediskeys.CHECK[: -len("{id}")]
+
+
 def queue_keys(site: str, verdict: str) -> list[str]:
     """Every queue index a check of this site and verdict sits in (per site and across sites)."""
     return [rediskeys.QUEUE.format(verdict=v, site=s) for s in (site, ALL_SITES) for v in ("all", verdict)]
@@ -177,12 +181,14 @@ class CheckStore:
         """
         keys: list[str] = []
         args: list[Any] = [self.retention_seconds]
-        queues: dict[str, dict[str, float]] = {}
-        by_time: dict[str, float] = {}
+        queued: dict[tuple[str, str], list[str]] = {}  # (site, verdict) -> [rank, id, rank, id, ...]
+        by_time: list[str] = []  # [created_at, id, ...]
         tally: dict[tuple[str, str, int], list] = {}  # (site, verdict, UTC day) -> [count, a time in that day]
         for r in records:
-            keys.append(rediskeys.CHECK.format(id=r.id))
-            args.append(repr(r.created_at))
+            # Scores go to Redis as repr() strings, once each: the exact doubles, without a float-to-text per index.
+            created = repr(r.created_at)
+            keys.append(_CHECK_KEY_PREFIX + r.id)
+            args.append(created)
             args.append(r.to_json())
             group = (r.site, r.verdict, int(r.created_at // 86400))
             seen = tally.get(group)
@@ -191,22 +197,26 @@ class CheckStore:
             else:
                 seen[0] += 1
             if r.queued:
-                rank = uncertainty(r.score)
-                for qkey in queue_keys(r.site, r.verdict):
-                    members = queues.get(qkey)
-                    if members is None:
-                        members = queues[qkey] = {}
-                    members[r.id] = rank
-                by_time[r.id] = r.created_at
+                members = queued.get((r.site, r.verdict))
+                if members is None:
+                    members = queued[(r.site, r.verdict)] = []
+                members.append(repr(uncertainty(r.score)))
+                members.append(r.id)
+                by_time.append(created)
+                by_time.append(r.id)
         if not keys:
             return 0
         pipe = self.redis.pipeline(transaction=False)
         # EVALSHA straight into the pipeline: a Script there would ask SCRIPT EXISTS first, a round trip per batch.
         pipe.evalsha(self._put.sha, len(keys), *keys, *args)
-        for qkey, members in queues.items():
-            pipe.zadd(qkey, members)
+        indices: dict[str, list[str]] = {}
+        for (site, verdict), members in queued.items():
+            for qkey in queue_keys(site, verdict):
+                indices.setdefault(qkey, []).extend(members)
+        for qkey, members in indices.items():
+            pipe.execute_command("ZADD", qkey, *members)
         if by_time:
-            pipe.zadd(rediskeys.QUEUE_BY_TIME, by_time)
+            pipe.execute_command("ZADD", rediskeys.QUEUE_BY_TIME, *by_time)
         counters = _Counters()
         for (site, verdict, _), (count, created_at) in tally.items():
             counters.times = count
