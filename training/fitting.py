@@ -30,6 +30,7 @@ from typing import Any, Callable, Iterable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 import scipy.sparse as sp
+from sklearn import config_context
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.frozen import FrozenEstimator
 from sklearn.linear_model import LogisticRegression, SGDClassifier
@@ -480,10 +481,10 @@ def single_pass(batch: Callable[[np.ndarray], Any], older: np.ndarray, newest: n
     older_w = np.zeros(len(y))
     older_w[older] = w_all[older]
     cal = calibration_slice(older_w, np.asarray(y), seed)
-    rest = np.setdiff1d(older, cal)
+    rest = np.setdiff1d(older, cal, assume_unique=True)
     rng = np.random.default_rng(seed)
     sample = np.sort(rng.choice(rest, size=min(C_SAMPLE, len(rest)), replace=False)) if C is None else rest[:0]
-    rest = rng.permutation(np.setdiff1d(rest, sample))
+    rest = rng.permutation(np.setdiff1d(rest, sample, assume_unique=True))
     newest = rng.permutation(newest)
     if not len(rest) + len(sample) or not len(newest):
         raise ValueError("single_pass needs older rows to fit and newest rows to evaluate")
@@ -511,11 +512,14 @@ def single_pass(batch: Callable[[np.ndarray], Any], older: np.ndarray, newest: n
 
     def learn(X, yy, ww):
         mask = ww > 0
-        if mask.any():
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", category=UserWarning)  # a chunk holding one class is fine
-                state["clf"].partial_fit(X[mask], yy[mask], classes=classes, sample_weight=ww[mask])
-            state["fitted"] += int(mask.sum())
+        if not mask.all():  # (row selection copies the chunk: only when some row is left out)
+            X, yy, ww = X[mask], yy[mask], ww[mask]
+        if len(yy):
+            # A chunk holding one class is fine (classes are given); rows built by training_matrix are finite.
+            with warnings.catch_warnings(), config_context(assume_finite=True):
+                warnings.simplefilter("ignore", category=UserWarning)
+                state["clf"].partial_fit(X, yy, classes=classes, sample_weight=ww)
+            state["fitted"] += len(yy)
 
     def take(kind, X, yy, ww, X_other):
         clf = state["clf"]
