@@ -116,12 +116,14 @@ def normalise(content: str, max_chars: int = 20000) -> Normalised:
     counts = {}
     hrefs: list[str] = []
     if "<" in content:
-        tags = _TAG_RE.findall(content)
-        counts["html_tags"] = len(tags)
-        counts["html_links"] = sum(1 for close, name in tags if not close and name.lower() == "a")
-        if tags:
+        # One scan: split() gives [text, close, name, text, close, name, ..., text] (None for an HTML comment).
+        parts = _TAG_RE.split(content)
+        counts["html_tags"] = n_tags = len(parts) // 3
+        counts["html_links"] = sum(1 for close, name in zip(parts[1::3], parts[2::3])
+                                   if not close and name and name.lower() == "a")
+        if n_tags:
             hrefs = [html.unescape(h) if "&" in h else h for h in _HREF_RE.findall(content)]
-            content = _TAG_RE.sub(" ", content)
+            content = " ".join(parts[::3])
     if "&" in content:
         counts["html_entities"] = len(_ENTITY_RE.findall(content))
         content = html.unescape(content)
@@ -190,6 +192,7 @@ _CURRENCY = "$£€¥₹"
 _MONEY_SYMBOL_RE = re.compile(r"[$£€¥₹]\s?\d|\d\s?[$£€¥₹]")
 _MONEY_WORD_RE = re.compile(r"\d\s?(?:usd|dollars?|bucks|pounds?|gbp|eur|euros?)\b")
 _EMAIL_RE = re.compile(r"\b[a-z0-9._%+-]+@[a-z0-9.-]+\.[a-z]{2,}\b")
+_HOST_END_RE = re.compile(r"[/?#:]")
 # A capitalised word of three or more letters (as \b[A-Z]{3,}\b), written to open with its first capital so the
 # engine skips to capitals; the look-behind checks the character before it.
 _CAPS_WORD_RE = re.compile(r"[A-Z](?<!\w[A-Z])[A-Z]{2,}(?!\w)")
@@ -216,7 +219,7 @@ def _host(url: str) -> str:
     u = url.lower()
     if "://" in u:
         u = u.split("://", 1)[1]
-    host = re.split(r"[/?#:]", u, maxsplit=1)[0]
+    host = _HOST_END_RE.split(u, maxsplit=1)[0]
     host = host.strip(".")
     if host.startswith("www."):
         host = host[4:]
