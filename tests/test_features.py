@@ -232,3 +232,25 @@ def test_link_hints_never_skip_a_link_the_full_patterns_find():
             assert f._DIGIT_RE.search(text), text
         cased = text.upper()  # the capitals pattern reads the cased text
         assert len(f._CAPS_WORD_RE.findall(cased)) == len(caps.findall(cased)), cased
+
+
+def test_a_link_to_the_page_commented_on_is_not_a_link():
+    page = "https://www.youtube.com/watch?v=KQ6zr6kCPj8"
+    text = '<a href="http://www.youtube.com/watch?v=KQ6zr6kCPj8&amp;t=2m19s">2:19</a> best part<br />'
+    own = keys(text, permalink=page)
+    assert {"link_to_this_page", "link_timestamp", "links:0", "html_tags:1"} <= own
+    assert not any(k.startswith(("domain", "tld:", "html_links")) for k in own)
+    # The same link under another video is an ordinary link, with its markup.
+    other = keys(text, permalink="https://www.youtube.com/watch?v=9bZkp7q19f0")
+    assert {"links:1", "domain:youtube.com", "html_links:1", "html_tags:3+"} <= other
+    assert "link_to_this_page" not in other
+    # A link elsewhere next to one to this page still counts, alone.
+    both = keys("see http://youtu.be/KQ6zr6kCPj8 and http://spam.example.com/x", permalink=page)
+    assert {"link_to_this_page", "links:1", "domain:spam.example.com"} <= both
+    assert "domain:youtu.be" not in both
+
+
+def test_a_video_page_is_named_by_its_id_not_by_the_watch_path():
+    page = "https://www.youtube.com/watch?v=9bZkp7q19f0"
+    found = keys("my video https://www.youtube.com/watch?v=abcdefghijk", permalink=page)
+    assert "link_to_this_page" not in found and "links:1" in found

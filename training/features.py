@@ -227,24 +227,19 @@ def _host(url: str) -> str:
 
 
 def _page_ids(permalink: str) -> tuple[str, ...]:
-    """Strings that identify a page in links to it: host + path, the last path segment and long query values
-    (a video id in ?v=...), lower-cased."""
+    """Strings that identify a page in links to it, lower-cased: the long query values when the query names the
+    page (a video id in ?v=...), otherwise host + path and its last segment when long enough. Host + path alone
+    would take a link to any video ("youtube.com/watch") for one to this page."""
     parts = urlsplit(permalink.strip().lower())
     host = parts.netloc.rsplit("@", 1)[-1].split(":", 1)[0].removeprefix("www.")
     path = parts.path.rstrip("/")
-    ids = set()
-    if host and len(path) > 1:
+    ids = {v for _, v in parse_qsl(parts.query) if len(v) >= 6}
+    if not ids and host and len(path) > 1:
         ids.add(host + path)
         last = path.rsplit("/", 1)[-1]
         if len(last) >= 6:
             ids.add(last)
-    ids.update(v for _, v in parse_qsl(parts.query) if len(v) >= 6)
     return tuple(ids)
-
-
-def _links_to_page(urls: list[str], permalink: str) -> bool:
-    ids = _page_ids(permalink)
-    return any(i in u for u in urls for i in ids)
 
 
 def _bucket(n: int, top: int) -> str:
@@ -268,6 +263,7 @@ def signals(comment: Comment, norm: Normalised, config: FeatureConfig) -> list[S
     out: list[Signal] = []
     add = out.append
     counts = norm.counts
+    own_anchors = 0
     if "links" in groups:
         # Cheap substring tests first: most comments have no link at all and each regex scan costs microseconds.
         urls = _urls(text) if ("." in text or "/" in text) and _URL_HINT_RE.search(text) else []
@@ -276,11 +272,21 @@ def signals(comment: Comment, norm: Normalised, config: FeatureConfig) -> list[S
         obfuscated = _OBFUSCATED_RE.findall(text) if _written_out_hint(text) else []
         spaced = ("w w w" in text and _SPACED_WWW_RE.search(text) is not None) or (
             ":" in text and any(" " in m.group() for m in _SPACED_HTTP_RE.finditer(text)))
-        n_links = len(urls) + len(obfuscated)
+        # Commenters quote the page they comment on (a link to it, or to a moment of a video: "&t=2m19s") and
+        # platforms wrap such links in markup of their own; spam links elsewhere. A link to this page is a signal
+        # of its own: it adds to no link count, domain or HTML count.
+        external, to_page = urls, False
+        if urls and comment.permalink:
+            ids = _page_ids(comment.permalink)
+            external = [u for u in urls if not any(i in u for i in ids)]
+            to_page = len(external) < len(urls)
+            if to_page:
+                own_anchors = sum(1 for h in norm.hrefs if any(i in h.lower() for i in ids))
+        n_links = len(external) + len(obfuscated)
         add(_LINK_COUNTS[min(n_links, 3)])
         hosts = set()
         if n_links:
-            hosts = {_host(u) for u in urls}
+            hosts = {_host(u) for u in external}
             hosts.update(f"{name}.{tld}" for name, tld in obfuscated)
             hosts.discard("")
         if hosts:
@@ -292,9 +298,7 @@ def signals(comment: Comment, norm: Normalised, config: FeatureConfig) -> list[S
                 add(Signal("tld:" + tld, 1.0))
             if hosts & _SHORTENERS:
                 add(Signal("shortener", 1.0))
-        # Commenters quote the page they comment on (a link to it, or to a moment of a video: "&t=2m19s");
-        # spam links elsewhere.
-        if urls and comment.permalink and _links_to_page(urls, comment.permalink):
+        if to_page:
             add(Signal("link_to_this_page", 1.0))
         if urls and any(_TIMESTAMP_RE.search(u) for u in urls):
             add(Signal("link_timestamp", 1.0))
@@ -307,6 +311,8 @@ def signals(comment: Comment, norm: Normalised, config: FeatureConfig) -> list[S
     if "html" in groups:
         for name in ("html_tags", "html_links", "html_entities"):
             n = counts.get(name, 0)
+            if own_anchors and name != "html_entities":  # an anchor to this page: one link, two tags
+                n = max(0, n - (own_anchors if name == "html_links" else 2 * own_anchors))
             if n:
                 add(Signal(f"{name}:" + _bucket(n, 3), 1.0))
     if "shape" in groups:
