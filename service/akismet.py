@@ -670,7 +670,7 @@ def _limiter_principal(fallback: Callable[[], object] | None) -> Callable[[], ob
     so each site key has its own budget rather than sharing one per client address."""
 
     def principal():
-        if request.blueprint != bp.name:
+        if request._get_current_object().blueprint != bp.name:
             return fallback() if fallback is not None else None
         try:
             params = _cached_params()

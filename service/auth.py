@@ -29,10 +29,11 @@ _UNSET = object()
 def authenticate() -> KeyRecord | None:
     """The request's principal (cached on g), None when it presents no credential; raises 401/403 for a bad one."""
     ctx = g._get_current_object()  # one context lookup for the reads and writes below
-    cached = getattr(ctx, "principal", _UNSET)
+    cached = ctx.get("principal", _UNSET)  # not getattr: a miss on g raises (and formats) an AttributeError
     if cached is not _UNSET:
         return cached
-    header = request.headers.get("Authorization")
+    req = request._get_current_object()
+    header = req.headers.get("Authorization")
     if header is not None:
         scheme, _, token = header.strip().partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
@@ -43,7 +44,7 @@ def authenticate() -> KeyRecord | None:
             raise ApiError(401, "unauthorized", "unknown or revoked key", field="Authorization", headers=_CHALLENGE)
         ctx.principal, ctx.auth_via = record, "bearer"
         return record
-    session_id = session.get(SESSION_KEY) if request.cookies else None
+    session_id = session.get(SESSION_KEY) if req.cookies else None
     if session_id:
         key_id = session_key_id()
         if key_id is None:  # the cookie stays as it is: asking again must give the same answer
@@ -52,21 +53,21 @@ def authenticate() -> KeyRecord | None:
         if record is None:
             session.clear()
             raise ApiError(401, "unauthorized", "the session's key was revoked; sign in again", headers=_CHALLENGE)
-        if request.method not in SAFE_METHODS:
+        if req.method not in SAFE_METHODS:
             expected = session.get(CSRF_SESSION_KEY) or ""
-            presented = request.headers.get(CSRF_HEADER, "")
+            presented = req.headers.get(CSRF_HEADER, "")
             if not expected or not hmac.compare_digest(expected.encode(), presented.encode()):
                 raise ApiError(403, "csrf", f"a state-changing request signed in by cookie needs the {CSRF_HEADER} "
                                "header from the console", field=CSRF_HEADER)
-        g.principal, g.auth_via = record, "session"
+        ctx.principal, ctx.auth_via = record, "session"
         return record
-    g.principal = None
+    ctx.principal = None
     return None
 
 
 def current() -> KeyRecord:
     """The authenticated principal; only valid inside a route guarded by `requires`."""
-    return g.principal
+    return g._get_current_object().principal
 
 
 def requires(*roles: str) -> Callable:

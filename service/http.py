@@ -61,7 +61,7 @@ def error_response(status: int, code: str, message: str, *, field: str | None = 
 
 def json_body(*, required: bool = True) -> Any:
     """The request body as JSON; 400 naming `body` for broken JSON or bad UTF-8, 413 for an oversized body."""
-    raw = request.get_data(cache=True)  # raises RequestEntityTooLarge over MAX_CONTENT_LENGTH
+    raw = request._get_current_object().get_data(cache=True)  # raises RequestEntityTooLarge over the limit
     if not raw or raw.isspace():
         if required:
             raise ApiError(400, "invalid", "a JSON body is required", field="body")

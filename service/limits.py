@@ -184,9 +184,9 @@ class SharedCounterStorage(Storage):
 
 def rate_key() -> str:
     """The bucket: the authenticated key's id, else the client address."""
-    principal = g.get("principal")
+    principal = g._get_current_object().get("principal")
     if principal is None:
-        authenticate = current_app.extensions.get("winnow.authenticate")
+        authenticate = current_app._get_current_object().extensions.get("winnow.authenticate")
         if authenticate is not None:
             try:
                 principal = authenticate()
@@ -215,7 +215,7 @@ class RateLimiter:
         return None
 
     def before_request(self) -> Response | None:
-        if request.blueprint in EXEMPT_BLUEPRINTS:
+        if request._get_current_object().blueprint in EXEMPT_BLUEPRINTS:
             return None
         key = rate_key()
         item = self.breached(key)
