@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import require_datasets
-from training.model import C_GRID, Model, Verdict, encode_labels, train
+from training.model import C_GRID, NB_CHOICES, SVM_C_GRID, Model, Verdict, encode_labels, train
 
 SPAMMY = "Check out my channel and SUBSCRIBE!!! http://bit.ly/free-money win cash now"
 HAMMY = "This song brings back so many memories, I love the chorus"
@@ -110,11 +110,13 @@ def test_choosing_c_by_cross_validation():
              "lovely song", "great video", "nice voice", "beautiful melody"] * 3
     labels = (["spam"] * 4 + ["ham"] * 4) * 3
     m = train(texts, labels)
-    assert m.meta["classifier"]["C"] in C_GRID
-    assert set(m.meta["classifier"]["C_cv_log_loss"]) == {str(c) for c in C_GRID}
+    assert m.meta["classifier"]["C"] in SVM_C_GRID and m.meta["classifier"]["nb_mix"] in NB_CHOICES
+    assert set(m.meta["classifier"]["C_cv_log_loss"]) == {str(c) for c in SVM_C_GRID} | {f"{c} nb" for c in SVM_C_GRID}
+    assert m.meta["classifier"]["cv"] == "stratified"
     # With three or more sources the folds leave whole sources out.
     grouped = train(texts, labels, sources=["a", "b", "c"] * 8)
     assert grouped.meta["sources"] == {s: {"spam": 4, "ham": 4} for s in "abc"}
+    assert grouped.meta["classifier"]["cv"] == "sources left out"
 
 
 @pytest.fixture()
@@ -187,3 +189,39 @@ def test_partial_fit_defaults_are_gentle():
 
     params = inspect.signature(Model.partial_fit).parameters
     assert params["epochs"].default * params["learning_rate"].default <= 0.2
+
+
+def test_nb_scaled_columns_fold_into_one_linear_model(youtube):
+    import scipy.sparse as sp
+    from sklearn.svm import LinearSVC
+
+    from training.features import Featurizer
+    from training.model import HashedLinearSVC, nb_ratios
+
+    rows = youtube[:300]
+    X = Featurizer().transform([r["text"] for r in rows])
+    y = encode_labels([r["label"] for r in rows])
+    clf = HashedLinearSVC(C=1.0, nb_mix=0.5).fit(X, y)
+    used = np.unique(X.indices)
+    scale = 0.5 + 0.5 * np.abs(nb_ratios(X[:, used], y, n_features=X.shape[1]))
+    svm = LinearSVC(C=1.0, dual=True, max_iter=5000, random_state=0).fit(X[:, used] @ sp.diags(scale), y)
+    # The SVM fitted on scaled columns and the one set of weights over the hashed columns decide alike.
+    expected = (X[:, used] @ sp.diags(scale)) @ svm.coef_[0] + svm.intercept_[0]
+    assert np.allclose(clf.decision_function(X), expected, atol=1e-9)
+    assert clf.coef_.shape == (1, X.shape[1]) and np.count_nonzero(clf.coef_[0][np.setdiff1d(
+        np.arange(X.shape[1]), used)]) == 0
+    # NB ratios: any column used only by spam rows leans further to spam than any used only by ham rows.
+    r = nb_ratios(X, y)
+    X.eliminate_zeros()  # (a collision may cancel two entries out: a stored zero is no use)
+    spam_cols, ham_cols = np.unique(X[y == 1].indices), np.unique(X[y == 0].indices)
+    assert r[np.setdiff1d(spam_cols, ham_cols)].min() > r[np.setdiff1d(ham_cols, spam_cols)].max()
+
+
+def test_given_settings_skip_the_cross_validation(youtube):
+    rows = youtube[::4]
+    m = train([r["text"] for r in rows], [r["label"] for r in rows], C=1.0, nb_mix=None)
+    assert m.meta["classifier"]["C"] == 1.0 and m.meta["classifier"]["nb_mix"] is None
+    assert m.meta["classifier"]["C_cv_log_loss"] is None
+    # A given C alone still lets the cross-validation choose the column scaling.
+    m = train([r["text"] for r in rows], [r["label"] for r in rows], C=1.0)
+    assert set(m.meta["classifier"]["C_cv_log_loss"]) == {"1.0", "1.0 nb"}

@@ -1,9 +1,11 @@
-"""The spam model: hashed features into a logistic regression with Platt-calibrated probabilities.
+"""The spam model: hashed features into one linear model with Platt-calibrated probabilities.
 
-A full fit (`train`) picks the regularisation by cross-validation inside the training data, then calibrates with
-out-of-fold decision values; `Model.partial_fit` nudges the weights with a few SGD passes over new labels and
-keeps the calibration. `Model.score` is the fast path for one comment and explains itself; `predict_proba` goes
-through the scikit-learn pipeline. Nothing here knows about Flask or Redis.
+A full fit (`train`) is a linear SVM (squared hinge) on plain or NB-scaled columns; the regularisation and the
+column scaling are chosen together by cross-validation inside the training data (whole sources left out when
+there are several), then probabilities are calibrated with out-of-fold decision values. Whatever is chosen, the
+result is one weight per hashed column, an intercept and one sigmoid. `Model.partial_fit` nudges the weights with a
+few SGD passes over new labels and keeps the calibration. `Model.score` is the fast path for one comment and
+explains itself; `predict_proba` goes through the scikit-learn pipeline. Nothing here knows about Flask or Redis.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import datetime as _dt
 import platform
 import secrets
 import threading
+import warnings
 from collections import Counter
 from typing import Any, Iterable, Sequence
 
@@ -19,10 +22,14 @@ import numpy as np
 import scipy
 import scipy.sparse as sp
 import sklearn
-from sklearn.calibration import CalibratedClassifierCV
+from sklearn.base import BaseEstimator
+from sklearn.calibration import CalibratedClassifierCV, _SigmoidCalibration
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.frozen import FrozenEstimator
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import GroupKFold, StratifiedKFold, cross_val_predict
+from sklearn.linear_model._base import LinearClassifierMixin
+from sklearn.model_selection import GroupKFold, StratifiedKFold
+from sklearn.svm import LinearSVC
 from sklearn.pipeline import Pipeline
 
 from training import fitting
@@ -30,7 +37,11 @@ from training.features import DEFAULT_CONFIG, FeatureConfig, Featurizer, as_comm
 from training.schema import Comment
 from training.scorer import Scorer, sigmoid, top_reasons, word_highlights
 
-C_GRID = (3.0, 10.0, 30.0, 100.0)
+C_GRID = (3.0, 10.0, 30.0, 100.0)  # the many-labels path's logistic regression (training.fitting)
+SVM_C_GRID = (0.3, 1.0, 3.0, 10.0, 30.0)  # the exact fit's linear SVM
+NB_MIX = 0.5  # NB-scaled columns: scale mix + (1 - mix) * |log-count ratio|
+NB_CHOICES = (None, NB_MIX)  # plain or NB-scaled columns, chosen by cross-validation with C
+SVM_MAX_ITER = 5000
 UPDATE_EPOCHS = 3
 UPDATE_LEARNING_RATE = 0.05
 SPAM, HAM = 1, 0
@@ -150,8 +161,9 @@ class Model:
     def partial_fit(self, comments: Sequence[Comment | dict | str], labels: Sequence[Any],
                     sample_weight: Sequence[float] | None = None, epochs: int = UPDATE_EPOCHS,
                     learning_rate: float = UPDATE_LEARNING_RATE) -> "Model":
-        """Move the weights towards new labels with a few passes of plain SGD on the log loss, starting from the
-        current weights; the calibration is kept. In place; returns self.
+        """Move the weights towards new labels with a few passes of plain SGD on the log loss of the served
+        (calibrated) probability, starting from the current weights; the calibration is kept. In place; returns
+        self.
 
         The defaults are gentle on purpose: five passes at step 0.2 over forty ordinary labels pulled a well-fitted
         model off (out-of-fold MCC 0.95 -> 0.87), while three at 0.05 still learn a new campaign from a few dozen.
@@ -168,15 +180,20 @@ class Model:
         w = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
         rows = [extract(c, self.config) for c in items]
         with self._lock:
-            estimator, _ = self._parts()
+            estimator, calibrator = self._parts()
             coef = estimator.coef_[0].copy()
             intercept = float(estimator.intercept_[0])
+            a, b = float(calibrator.a_), float(calibrator.b_)
+            # The served log-odds are z = -(a * d + b) for the decision value d. Steps follow the log loss of the
+            # served probability, and are taken per unit of z (divided by -a), so they move a margin-scaled model
+            # (a linear SVM) as much as a log-odds-scaled one.
+            slope = -a if a < 0 else 1.0
             rng = np.random.default_rng(len(y))
             for epoch in range(epochs):
                 for i in rng.permutation(len(y)):
                     ex = rows[i]
                     d = float(coef[ex.indices] @ ex.values) + intercept
-                    g = (sigmoid(d) - y[i]) * w[i] * learning_rate / (1 + epoch)
+                    g = (sigmoid(-(a * d + b)) - y[i]) * w[i] * learning_rate / (1 + epoch) / slope
                     np.subtract.at(coef, ex.indices, g * ex.values)
                     intercept -= g
             estimator.coef_ = coef.reshape(1, -1)
@@ -196,35 +213,110 @@ def _cv_folds(y: np.ndarray, max_folds: int = 5) -> int:
     return max(2, min(max_folds, smallest))
 
 
-def choose_c(X, y: np.ndarray, sample_weight=None, grid: Sequence[float] = C_GRID, seed: int = 0,
-             groups: Sequence[str] | None = None) -> tuple[float, dict]:
-    """The inverse regularisation strength with the best out-of-fold log loss (inside the given data only).
+def _selection_split(y: np.ndarray, groups: Sequence[str] | None, seed: int) -> tuple[list, str]:
+    """Folds for choosing settings: whole groups (sources: videos, sites) left out when there are three or more
+    and each holds both classes, which is what a model meets in service (a new site, a new page); otherwise
+    stratified random folds."""
+    if groups is not None:
+        g = np.asarray(groups)
+        names = set(g.tolist())
+        if len(names) >= 3 and all(len(set(y[g == k].tolist())) == 2 for k in names):
+            folds = GroupKFold(min(5, len(names)))
+            return list(folds.split(np.zeros(len(y)), y, groups=g)), "sources left out"
+    folds = StratifiedKFold(_cv_folds(y, 3), shuffle=True, random_state=seed)
+    return list(folds.split(np.zeros(len(y)), y)), "stratified"
 
-    With three or more groups (sources: videos, sites) the folds leave whole groups out, which is what a model
-    meets in service (a new site, a new page); otherwise they are stratified random folds."""
-    if groups is not None and len(set(groups)) >= 3 and all(
-            len(set(y[np.asarray(groups) == g])) == 2 for g in set(groups)):
-        folds = GroupKFold(min(5, len(set(groups))))
-        split = list(folds.split(X, y, groups=np.asarray(groups)))
-    else:
-        split = list(StratifiedKFold(_cv_folds(y, 3), shuffle=True, random_state=seed).split(X, y))
-    wts = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight)
+
+def calibrated_log_loss(d: np.ndarray, y: np.ndarray, w: np.ndarray | None = None) -> float:
+    """Log loss of decision values after one Platt sigmoid fitted to them, so models whose decision values are
+    on different scales (margins, log-odds) compare by the probabilities they would serve."""
+    w = np.ones(len(y)) if w is None else np.asarray(w, dtype=np.float64)
+    cal = _SigmoidCalibration().fit(d, y, sample_weight=w)
+    z = -(cal.a_ * d + cal.b_)
+    return float(np.sum(w * np.logaddexp(0.0, np.where(y == SPAM, -z, z))) / np.sum(w))
+
+
+def _setting_name(c: float, nb_mix: float | None) -> str:
+    return str(float(c)) if nb_mix is None else f"{float(c)} nb"
+
+
+def choose(X, y: np.ndarray, sample_weight=None, grid: Sequence[float] = SVM_C_GRID,
+           nb_choices: Sequence[float | None] = NB_CHOICES, seed: int = 0,
+           groups: Sequence[str] | None = None) -> tuple[float, float | None, dict, str]:
+    """(C, nb_mix, scores, folds): the regularisation and the column scaling (plain or NB-scaled) whose out-of-fold
+    decision values have the best calibrated log loss, inside the given data only. Ties go to the stronger
+    regularisation, then to plain columns."""
+    split, how = _selection_split(y, groups, seed)
+    sw = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
     scores = {}
-    for c in grid:
-        p = cross_val_predict(_classifier(c), X, y, cv=split, method="predict_proba",
-                              params={"sample_weight": sample_weight} if sample_weight is not None else None)[:, 1]
-        p = np.clip(p, 1e-12, 1 - 1e-12)
-        scores[c] = float(-np.sum(wts * (y * np.log(p) + (1 - y) * np.log(1 - p))) / np.sum(wts))
-    best = min(scores, key=lambda c: (scores[c], c))
-    return best, {str(c): round(v, 5) for c, v in scores.items()}
+    for nb_mix in nb_choices:
+        for c in grid:
+            d = np.empty(len(y))
+            for tr, te in split:
+                clf = _classifier(c, nb_mix).fit(X[tr], y[tr], sample_weight=None if sw is None else sw[tr])
+                d[te] = clf.decision_function(X[te])
+            scores[(float(c), nb_mix)] = calibrated_log_loss(d, y, sw)
+    best = min(scores, key=lambda k: (round(scores[k], 12), k[0], k[1] is not None))
+    return best[0], best[1], {_setting_name(c, nb): round(v, 5) for (c, nb), v in scores.items()}, how
+
+
+def nb_ratios(X, y: np.ndarray, sample_weight=None, n_features: int | None = None, alpha: float = 1.0) -> np.ndarray:
+    """Per column of X: log of (smoothed share of spam rows' column uses) over (the same for ham), rows counted
+    once per column they use and by weight; the shares are over `n_features` columns (default X's)."""
+    B = sp.csr_matrix(X, copy=True)
+    B.eliminate_zeros()
+    B.data = np.ones_like(B.data)
+    w = np.ones(B.shape[0]) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+    spam = alpha + B.T @ (w * (y == SPAM))
+    ham = alpha + B.T @ (w * (y == HAM))
+    n = B.shape[1] if n_features is None else n_features
+    # columns X does not hold (all unused) each add alpha to both totals
+    spam_total = spam.sum() + alpha * (n - B.shape[1])
+    ham_total = ham.sum() + alpha * (n - B.shape[1])
+    return np.log(spam / spam_total) - np.log(ham / ham_total)
+
+
+class HashedLinearSVC(LinearClassifierMixin, BaseEstimator):
+    """A linear SVM (squared hinge, L2) over hashed features, stated as one weight per hashed column so the fast
+    scorer needs nothing else.
+
+    liblinear's dual solver is fitted on the columns the data actually uses: with 2**20 hashed columns most are
+    empty, and a column empty in every row gets weight zero anyway. With `nb_mix` set, used column j is first
+    scaled by nb_mix + (1 - nb_mix) * |r_j|, r_j its spam/ham log-count ratio (NBSVM: Wang and Manning, 2012),
+    and the scale is folded back into the weights, so the result is still one linear model over the columns."""
+
+    def __init__(self, C: float = 1.0, nb_mix: float | None = None):
+        self.C = C
+        self.nb_mix = nb_mix
+
+    def fit(self, X, y, sample_weight=None):
+        X = sp.csr_matrix(X)
+        y = np.asarray(y)
+        used = np.unique(X.indices)
+        Xu = X[:, used]
+        scale = None
+        if self.nb_mix is not None:
+            r = nb_ratios(Xu, y, sample_weight, n_features=X.shape[1])
+            scale = self.nb_mix + (1.0 - self.nb_mix) * np.abs(r)
+            Xu = sp.csr_matrix(Xu @ sp.diags(scale))
+        svm = LinearSVC(C=self.C, loss="squared_hinge", dual=True, max_iter=SVM_MAX_ITER, random_state=0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", category=ConvergenceWarning)
+            svm.fit(Xu, y, sample_weight=sample_weight)
+        coef = svm.coef_[0] if scale is None else svm.coef_[0] * scale
+        self.coef_ = np.zeros((1, X.shape[1]))
+        self.coef_[0, used] = coef
+        self.intercept_ = np.asarray(svm.intercept_, dtype=np.float64)
+        self.classes_ = svm.classes_
+        self.n_features_in_ = X.shape[1]
+        self.n_iter_ = svm.n_iter_
+        return self
 
 
 class HashedLogisticRegression(LogisticRegression):
     """LogisticRegression fitted on the columns the data actually uses, then widened back to all hashed columns.
 
-    With 2**20 hashed columns most are empty; liblinear's cost grows with the column count, and an L2-penalised
-    weight of a column that is zero in every row is zero at the optimum anyway, so the result is the same model
-    for a fraction of the time."""
+    The classifier of models trained before the linear SVM; kept so their artifacts still load."""
 
     def fit(self, X, y, sample_weight=None):
         X = sp.csr_matrix(X)
@@ -237,19 +329,24 @@ class HashedLogisticRegression(LogisticRegression):
         return self
 
 
-def _classifier(c: float) -> LogisticRegression:
-    return HashedLogisticRegression(C=c, solver="liblinear", max_iter=1000)
+def _classifier(c: float, nb_mix: float | None = None) -> HashedLinearSVC:
+    return HashedLinearSVC(C=c, nb_mix=nb_mix)
+
+
+AUTO = "auto"
 
 
 def train(comments: Sequence[Comment | dict | str], labels: Sequence[Any], sample_weight: Sequence[float] | None = None,
           config: FeatureConfig | None = None, progress: bool = False, *, C: float | None = None,
-          sources: Sequence[str] | None = None, seed: int = 0) -> Model:
-    """Fit a calibrated model. `C` None picks it by cross-validation inside this data. `sources` (one per comment,
-    e.g. "youtube:Psy"; default each comment's `site`) feed the metadata's counts and, when there are three or
-    more, make that cross-validation leave whole sources out.
+          nb_mix: float | None | str = AUTO, sources: Sequence[str] | None = None, seed: int = 0) -> Model:
+    """Fit a calibrated model. `C` None picks the regularisation, and `nb_mix` "auto" the column scaling (plain or
+    NB-scaled, NB_MIX), by cross-validation inside this data; a given `C` fixes the one, a given `nb_mix` (None for
+    plain) the other. `sources` (one per comment, e.g. "youtube:Psy"; default each comment's `site`) feed the
+    metadata's counts and, when there are three or more, make that cross-validation leave whole sources out.
 
     Up to fitting.EXACT_MAX labels the fit is exact (liblinear, out-of-fold calibration); above, distinct rows are
-    featurised in parallel and fitted by SGD with a held-out calibration slice (training.fitting)."""
+    featurised in parallel and fitted by SGD on the log loss with a held-out calibration slice (training.fitting),
+    where `C` is that logistic regression's and `nb_mix` does not apply."""
     config = config or DEFAULT_CONFIG
     items = [as_comment(c) for c in comments]
     y = encode_labels(labels)
@@ -269,15 +366,19 @@ def train(comments: Sequence[Comment | dict | str], labels: Sequence[Any], sampl
     else:
         X = featurizer.transform(items)
     cv_scores = None
-    if C is None:
-        C, cv_scores = choose_c(X, y, sw, seed=seed, groups=srcs)
+    selection = None
+    if C is None or nb_mix == AUTO:
+        C, nb_mix, cv_scores, selection = choose(X, y, sw, grid=SVM_C_GRID if C is None else (C,),
+                                      nb_choices=NB_CHOICES if nb_mix == AUTO else (nb_mix,), seed=seed, groups=srcs)
     calibrated = CalibratedClassifierCV(
-        _classifier(C), method="sigmoid", ensemble=False,
+        _classifier(C, nb_mix), method="sigmoid", ensemble=False,
         cv=StratifiedKFold(_cv_folds(y), shuffle=True, random_state=seed),
     )
     calibrated.fit(X, y, sample_weight=sw)
-    details = {"type": "LogisticRegression", "solver": "liblinear", "C": C,
-               "calibration": "sigmoid (Platt), out-of-fold", "C_cv_log_loss": cv_scores}
+    details = {"type": "LinearSVC", "loss": "squared hinge", "solver": "liblinear (dual)", "C": C,
+               "columns": "plain" if nb_mix is None else f"NB-scaled (mix {nb_mix})", "nb_mix": nb_mix,
+               "calibration": "sigmoid (Platt), out-of-fold",
+               "C_cv_log_loss": cv_scores, "cv": selection}
     return _model(featurizer, calibrated, details, y, srcs, config)
 
 
