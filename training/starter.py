@@ -32,7 +32,7 @@ DATASETS = Path(os.environ.get("WINNOW_SHARED_DIR", ROOT.parent / "shared")) / "
 CORPORA = ("youtube",)
 SEED = 20261128
 
-STARTER_SHA256 = "450610f9604909b89a36f5f72a35f7f7b019caad123b981a289b85c30976c903"
+STARTER_SHA256 = "e361c8b24dffd74555cb401201950e01412d424e637d5d72f574a0df591741b4"
 
 
 def load_starter(secret: str | bytes | None = None) -> Model:
