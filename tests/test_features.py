@@ -7,8 +7,8 @@ import re
 import numpy as np
 import pytest
 
-from training.features import (DEFAULT_CONFIG, FeatureConfig, Featurizer, attribute, extract, highlight_spans,
-                               normalise, signals)
+from training.features import (DEFAULT_CONFIG, FeatureConfig, Featurizer, attribute, extract, extract_rows,
+                               highlight_spans, normalise, signals)
 from training.schema import Comment
 
 
@@ -123,6 +123,51 @@ def test_transformer_matches_extract_and_is_normalised_per_group():
     assert X.shape == (4, DEFAULT_CONFIG.n_features)
     for i, t in enumerate(texts):
         assert np.allclose(X[i].toarray().ravel(), dense(extract(t)), atol=1e-15)
+
+
+ROW_CASES = [
+    "", "a", "ok", "nice song", "Check out my channel http://x.co/abc", "visit example dot com today",
+    "ＦＲＥＥ ｍｏｎｅｙ", "fr\u200bee рaypal", "<a href='http://spam.example/x'>cheap</a> &amp; more",
+    "sooooo goooood!!!!!!", "CALL NOW +44 (0) 7911-123456 for $500", "x" * 3000, "one, two; three... four",
+]
+
+
+@pytest.mark.parametrize("config", [
+    DEFAULT_CONFIG,
+    FeatureConfig(word_ngrams=(1, 1), char_ngrams=(2, 4), author_name=True, word_weight=0.7, char_weight=1.3,
+                  signal_weight=2.0),
+    FeatureConfig(word_ngrams=(2, 2), char_ngrams=(4, 4), n_features=2**18, signals=("links", "shape")),
+])
+def test_rows_of_many_comments_are_each_comments_extraction_bit_for_bit(config):
+    from training import features
+
+    comments = [Comment(content=t, author=f"Reader {i} — ÉTÉ", permalink="https://blog.example.org/post-one")
+                for i, t in enumerate(ROW_CASES * 25)]  # more than one block, with a block boundary mid-list
+    assert len(comments) > features.ROWS_BLOCK
+    rows = extract_rows(comments, config)
+    assert rows.indptr.shape == (len(comments) + 1,) and rows.indptr[0] == 0
+    for i, c in enumerate(comments):
+        ex = extract(c, config)
+        a, b = rows.indptr[i], rows.indptr[i + 1]
+        assert np.array_equal(rows.indices[a:b], ex.indices), ROW_CASES[i % len(ROW_CASES)]
+        assert np.array_equal(rows.values[a:b], ex.values), ROW_CASES[i % len(ROW_CASES)]
+    empty = extract_rows([], config)
+    assert empty.indptr.tolist() == [0] and empty.indices.size == 0 and empty.values.size == 0
+
+
+def test_rows_match_extract_on_every_shared_corpus_comment():
+    from tests.conftest import require_datasets
+
+    root = require_datasets()
+    comments = []
+    for name in ("youtube", "sms-spam", "spamassassin"):
+        with open(root / name / f"{name}.jsonl", encoding="utf-8") as fh:
+            comments += [Comment(content=json.loads(line)["text"][:4000]) for line in fh if line.strip()]
+    rows = extract_rows(comments)
+    for i, c in enumerate(comments):
+        ex = extract(c)
+        a, b = rows.indptr[i], rows.indptr[i + 1]
+        assert np.array_equal(rows.indices[a:b], ex.indices) and np.array_equal(rows.values[a:b], ex.values), i
 
 
 def test_attribution_adds_up_to_the_features_and_follows_the_words():

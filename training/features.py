@@ -563,6 +563,127 @@ def _char_owner(pieces: list[str], word_slots: np.ndarray, lo: int, hi: int) -> 
     return np.where(middle, middle, np.where(first, first, windows[:, cols[1]])).ravel()
 
 
+class Rows(NamedTuple):
+    """Many comments' feature entries, row after row: row r's entries are indices[indptr[r]:indptr[r + 1]] and
+    the same slice of values, exactly as extract() gives them for that comment (unsummed, in its order)."""
+
+    indptr: np.ndarray  # int64, one more than the rows
+    indices: np.ndarray  # int64
+    values: np.ndarray  # float64
+
+
+ROWS_BLOCK = 256  # comments whose arithmetic is done together: enough to spread numpy's per-call cost thin, few
+                  # enough that the block's arrays stay in cache
+
+
+def extract_rows(items: Iterable[Any], config: FeatureConfig | None = None) -> Rows:
+    """extract() of many comments at once: the same entries bit for bit, with the hashing, mixing and scaling done
+    in whole-array operations over blocks of comments instead of a dozen small ones per comment: about a quarter
+    less time per 400-character comment, half less per short one. Normalising, signals and word splitting stay per
+    comment. For training matrices and batch scoring; one comment at a time still goes through extract()."""
+    config = config or DEFAULT_CONFIG
+    parts = []
+    block = []
+    for item in items:
+        block.append(item)
+        if len(block) == ROWS_BLOCK:
+            parts.append(_block_rows(block, config))
+            block = []
+    if block or not parts:
+        parts.append(_block_rows(block, config))
+    if len(parts) == 1:
+        return parts[0]
+    counts = np.concatenate([np.diff(p.indptr) for p in parts])
+    indptr = np.zeros(len(counts) + 1, np.int64)
+    np.cumsum(counts, out=indptr[1:])
+    return Rows(indptr, np.concatenate([p.indices for p in parts]), np.concatenate([p.values for p in parts]))
+
+
+def _block_rows(items: list[Any], config: FeatureConfig) -> Rows:
+    """extract_rows over one block: per comment the text work, then each hashing step once for the block and the
+    rows' pieces put together in extract()'s order (words, bigrams, author words, character n-grams, signals)."""
+    wlo, whi = config.word_ngrams
+    clo, chi = config.char_ngrams
+    n_len = chi - clo + 1
+    texts, words, keys, authors = [], [], [], []
+    n_words, n_keys, n_authors, sig_values = [], [], [], []
+    for item in items:
+        comment = as_comment(item)
+        norm = normalise(comment.content, config.max_chars)
+        texts.append(norm.text)
+        ws = _WORD_RE.findall(norm.text)
+        words += ws
+        n_words.append(len(ws))
+        sigs = signals(comment, norm, config)
+        for s in sigs:
+            keys.append(s.key)
+            sig_values.append(s.value)
+        n_keys.append(len(sigs))
+        if config.author_name and comment.author:
+            aw = _WORD_RE.findall(normalise(comment.author, 200).text)
+            authors += aw
+            n_authors.append(len(aw))
+        else:
+            n_authors.append(0)
+    n = len(texts)
+    word_h = _str_hashes(words, _SEED_WORD)
+    key_h = _str_hashes(keys, _SEED_SIGNAL)
+    author_h = _str_hashes(authors, _SEED_AUTHOR) if authors else word_h[:0]
+    # Bigrams over the block's whole word list: those spanning two comments are never taken below.
+    bi_h = (np.ndarray((len(words) - 1, 2), np.uint64, word_h, 0, (8, 8)) @ _BIGRAM) if len(words) >= 2 \
+        else word_h[:0]
+    padded = "".join([" " + t + " " * chi for t in texts])
+    cps = np.frombuffer(padded.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
+    windows = np.ndarray((max(0, cps.shape[0] - chi + 1), chi), np.uint64, cps, 0, (8, 8))
+    # The texts padded as _char_hashes pads each, one after another: each text's windows come position-major, then
+    # chi - 1 windows that run into the next text, skipped below.
+    char_h = (windows @ _powers(clo, chi)).ravel()
+    uni = wlo <= 1
+    bi = whi >= 2
+    pieces = []
+    add = pieces.append
+    seg_vals, seg_counts, totals = [], [], []
+    w_at = a_at = k_at = c_at = 0
+    skip = (chi - 1) * n_len
+    ww, cw, sw = config.word_weight, config.char_weight, config.signal_weight
+    for r in range(n):
+        nw, na, nk = n_words[r], n_authors[r], n_keys[r]
+        nu = nw if uni else 0
+        nb = nw - 1 if bi and nw >= 2 else 0
+        if nu:
+            add(word_h[w_at:w_at + nu])
+        if nb:
+            add(bi_h[w_at:w_at + nb])
+        if na:
+            add(author_h[a_at:a_at + na])
+        nc = (len(texts[r]) + 2) * n_len
+        add(char_h[c_at:c_at + nc])
+        n_w = nu + nb + na
+        if n_w:
+            seg_vals.append(ww / math.sqrt(n_w))
+            seg_counts.append(n_w)
+        seg_vals.append(cw / math.sqrt(nc))
+        seg_counts.append(nc)
+        if nk:
+            add(key_h[k_at:k_at + nk])
+            seg_vals += [v * sw for v in sig_values[k_at:k_at + nk]]
+            seg_counts += [1] * nk
+        totals.append(n_w + nc + nk)
+        c_at += nc + skip
+        w_at += nw
+        a_at += na
+        k_at += nk
+    hashes = np.concatenate(pieces) if pieces else word_h[:0]
+    bits = config.n_features.bit_length() - 1
+    mixed = hashes * _MIX
+    indices = (mixed >> _SHIFTS[64 - bits]).view(np.int64)
+    scale = np.repeat(np.array(seg_vals, np.float64), seg_counts)
+    values = np.copysign(scale, (mixed << _SHIFTS[bits]).view(np.int64))
+    indptr = np.zeros(n + 1, np.int64)
+    np.cumsum(totals, out=indptr[1:])
+    return Rows(indptr, indices, values)
+
+
 DEFAULT_CONFIG = FeatureConfig()
 
 
@@ -577,16 +698,8 @@ class Featurizer(BaseEstimator, TransformerMixin):
 
     def transform(self, X: Iterable[Any]) -> sp.csr_matrix:
         config = self.config or DEFAULT_CONFIG
-        rows = [extract(c, config) for c in X]
-        indptr = np.zeros(len(rows) + 1, np.int64)
-        if rows:
-            np.cumsum([r.indices.shape[0] for r in rows], out=indptr[1:])
-            indices = np.concatenate([r.indices for r in rows])
-            data = np.concatenate([r.values for r in rows])
-        else:
-            indices = np.empty(0, np.int64)
-            data = np.empty(0, np.float64)
-        X = sp.csr_matrix((data, indices, indptr), shape=(len(rows), config.n_features))
+        rows = extract_rows(X, config)
+        X = sp.csr_matrix((rows.values, rows.indices, rows.indptr), shape=(len(rows.indptr) - 1, config.n_features))
         X.sum_duplicates()
         return X
 

@@ -36,7 +36,7 @@ from sklearn.calibration import CalibratedClassifierCV
 from sklearn.frozen import FrozenEstimator
 from sklearn.linear_model import LogisticRegression, SGDClassifier
 
-from training.features import FeatureConfig, extract
+from training.features import FeatureConfig, extract_rows
 
 EXACT_MAX = 8_000          # up to this many labels training.model fits exactly (liblinear); see the note above
 IN_MEMORY_MAX = 150_000    # distinct rows kept featurised in memory (~7 KB each as float32 + int32)
@@ -70,17 +70,12 @@ def training_matrix(items: Iterable[Any], config: FeatureConfig, spool: str | No
 
     With `spool` (a directory in shared memory) the arrays are written straight into a file there and a `Spooled`
     handle is returned instead: a feature worker hands a chunk over without pickling it through a pipe."""
-    rows = [extract(c, config) for c in items]
-    n = len(rows)
-    indptr = np.zeros(n + 1, np.int64)
-    np.cumsum([r.indices.shape[0] for r in rows], out=indptr[1:])
-    nnz = int(indptr[-1])
+    rows = extract_rows(items, config)
+    n = len(rows.indptr) - 1
+    nnz = int(rows.indptr[-1])
     if spool is None:
-        if not n:
-            return sp.csr_matrix((0, config.n_features), dtype=np.float32)
-        indices = np.concatenate([r.indices for r in rows]).astype(np.int32)
-        data = np.concatenate([r.values for r in rows]).astype(np.float32)
-        return sp.csr_matrix((data, indices, indptr), shape=(n, config.n_features))
+        return sp.csr_matrix((rows.values.astype(np.float32), rows.indices.astype(np.int32), rows.indptr),
+                             shape=(n, config.n_features))
     fd, path = tempfile.mkstemp(dir=spool)
     try:
         os.ftruncate(fd, max(1, 4 * (n + 1 + 2 * nnz)))
@@ -88,10 +83,9 @@ def training_matrix(items: Iterable[Any], config: FeatureConfig, spool: str | No
     finally:
         os.close(fd)
     ptr, ind, val = _views(buffer, n, nnz)
-    ptr[:] = indptr
-    if n:
-        np.concatenate([r.indices for r in rows], out=ind, casting="unsafe")
-        np.concatenate([r.values for r in rows], out=val, casting="same_kind")
+    ptr[:] = rows.indptr
+    ind[:] = rows.indices
+    val[:] = rows.values
     del ptr, ind, val
     buffer.close()
     return Spooled(path, n, config.n_features, nnz)
