@@ -137,6 +137,7 @@ ROW_CASES = [
     FeatureConfig(word_ngrams=(1, 1), char_ngrams=(2, 4), author_name=True, word_weight=0.7, char_weight=1.3,
                   signal_weight=2.0),
     FeatureConfig(word_ngrams=(2, 2), char_ngrams=(4, 4), n_features=2**18, signals=("links", "shape")),
+    FeatureConfig(char_ngrams=(1, 2)),
 ])
 def test_rows_of_many_comments_are_each_comments_extraction_bit_for_bit(config):
     from training import features
@@ -267,7 +268,8 @@ def test_link_hints_never_skip_a_link_the_full_patterns_find():
             assert f._URL_HINT_RE.search(text), text
         assert f._urls(text) == f._URL_RE.findall(text), text
         if f._OBFUSCATED_RE.search(text):
-            assert f._OBF_HINT_RE.search(text) and f._written_out_hint(text), text
+            assert f._written_out_hint(text), text
+        assert bool(f._RUN_RE.search(text)) == bool(f._REPEAT_RE.search(text)), text
         if f._PHONE_RE.search(text):
             assert f._DIGIT_RE.search(text) and f._PHONE_HINT_RE.search(text), text
         has_money = bool(f._MONEY_WORD_RE.search(text) or (any(c in text for c in f._CURRENCY)

@@ -100,6 +100,7 @@ _TAG_RE = re.compile(r"<\s*(/?)\s*([a-zA-Z][a-zA-Z0-9]*)\b[^<>]{0,500}>|<!--.{0,
 _HREF_RE = re.compile(r"""href\s*=\s*["']?([^"'\s<>]+)""", re.I)
 _ENTITY_RE = re.compile(r"&(?:#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|[a-zA-Z][a-zA-Z0-9]{1,31});?")
 _REPEAT_RE = re.compile(r"(.)\1{2,}")
+_RUN_RE = re.compile(r"(.)\1\1")  # whether there is a run at all: the same texts, found in half the time
 
 
 class Normalised(NamedTuple):
@@ -144,7 +145,7 @@ def normalise(content: str, max_chars: int = 20000) -> Normalised:
     text = cased.lower()
     # "!!!!!!!!" or "soooooo" would otherwise flood the character n-grams with one repeated gram; runs are kept at
     # three characters and counted as a signal instead.
-    if _REPEAT_RE.search(text):  # most texts have no run, and a search is far cheaper than a substitution
+    if _RUN_RE.search(text):  # most texts have no run, and a search is far cheaper than a substitution
         text, runs = _REPEAT_RE.subn(r"\1\1\1", text)  # one pass: a run of exactly three is put back as it was
         counts["repeated_chars"] = runs
     return Normalised(text, cased, hrefs, counts)
@@ -176,7 +177,9 @@ _TIMESTAMP_RE = re.compile(r"[?&#]t=\d")
 # dot, a closing bracket or "dot"/"d0t" (spaces between allowed; `_written_out_hint` then also wants a space
 # beside the dot, so a plain link does not set it off); a plain one has "://", "www." or ".ending".
 _URL_HINT_RE = re.compile(r"://|www\.|\.(?:" + _TLDS + r")\b")
-_OBF_HINT_RE = re.compile(r"(?:[.)\]}]|dot|d0t)\s*(?:" + _OBF_TLDS + r")\b")
+# Two patterns rather than one alternation: each opens on a character class or a literal the engine skips to.
+_OBF_HINT_MARK_RE = re.compile(r"[.)\]}]\s*(?:" + _OBF_TLDS + r")\b")
+_OBF_HINT_DOT_RE = re.compile(r"d[o0]t\s*(?:" + _OBF_TLDS + r")\b")
 _DIGIT_RE = re.compile(r"\d")  # phone numbers and amounts of money both need one
 # "w w w" and "h t t p : / /": spaced out, so a plain "http://" is not one.
 _SPACED_WWW_RE = re.compile(r"\bw\s+w\s+w\b")
@@ -208,7 +211,9 @@ def _urls(text: str) -> list[str]:
 def _written_out_hint(text: str) -> bool:
     """Whether `text` may hold a written-out link: an ending after "dot", a bracket, or a dot with a space beside
     it (the normalised text's only whitespace is single spaces)."""
-    for m in _OBF_HINT_RE.finditer(text):
+    if "d" in text and _OBF_HINT_DOT_RE.search(text):
+        return True
+    for m in _OBF_HINT_MARK_RE.finditer(text):
         at = m.start()
         if text[at] != "." or text[at + 1] == " " or (at and text[at - 1] == " "):
             return True
@@ -390,6 +395,24 @@ def _char_hashes(text: str, lo: int, hi: int) -> np.ndarray:
     # Overlapping windows as a view of the same buffer (np.ndarray directly: as_strided costs more per call).
     windows = np.ndarray((rows, hi), np.uint64, cps, 0, (8, 8))
     return windows @ _powers(lo, hi)
+
+
+def _rolling_hashes(padded: str, lo: int, hi: int) -> np.ndarray:
+    """_char_hashes' n-gram hashes at every position of an already padded text, flattened position-major, by
+    Horner's rule over whole arrays (h = h * P + next character): the same values modulo 2**64 as the matrix
+    product, in less time on a long text."""
+    cps = np.frombuffer(padded.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
+    rows = max(0, cps.shape[0] - hi + 1)
+    out = np.empty((rows, hi - lo + 1), np.uint64)
+    h = cps[:rows].copy()
+    for k in range(1, hi):
+        h *= _PRIME
+        h += cps[k:k + rows]
+        if k + 1 >= lo:
+            out[:, k + 1 - lo] = h
+    if lo == 1:
+        out[:, 0] = cps[:rows]
+    return out.ravel()
 
 
 _POWERS: dict[tuple[int, int], np.ndarray] = {}
@@ -632,12 +655,9 @@ def _block_rows(items: list[Any], config: FeatureConfig) -> Rows:
     # Bigrams over the block's whole word list: those spanning two comments are never taken below.
     bi_h = (np.ndarray((len(words) - 1, 2), np.uint64, word_h, 0, (8, 8)) @ _BIGRAM) if len(words) >= 2 \
         else word_h[:0]
-    padded = "".join([" " + t + " " * chi for t in texts])
-    cps = np.frombuffer(padded.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
-    windows = np.ndarray((max(0, cps.shape[0] - chi + 1), chi), np.uint64, cps, 0, (8, 8))
-    # The texts padded as _char_hashes pads each, one after another: each text's windows come position-major, then
-    # chi - 1 windows that run into the next text, skipped below.
-    char_h = (windows @ _powers(clo, chi)).ravel()
+    # The texts padded as _char_hashes pads each, one after another: each text's n-grams come position-major, then
+    # those of the chi - 1 positions whose n-grams run into the next text, skipped below.
+    char_h = _rolling_hashes("".join([" " + t + " " * chi for t in texts]), clo, chi)
     uni = wlo <= 1
     bi = whi >= 2
     pieces = []
@@ -673,12 +693,14 @@ def _block_rows(items: list[Any], config: FeatureConfig) -> Rows:
         w_at += nw
         a_at += na
         k_at += nk
-    hashes = np.concatenate(pieces) if pieces else word_h[:0]
+    # As in extract(), worked in place: the block's arrays are large enough for allocations to count.
+    mixed = np.concatenate(pieces) if pieces else np.empty(0, np.uint64)
+    mixed *= _MIX
     bits = config.n_features.bit_length() - 1
-    mixed = hashes * _MIX
     indices = (mixed >> _SHIFTS[64 - bits]).view(np.int64)
+    np.left_shift(mixed, _SHIFTS[bits], out=mixed)
     scale = np.repeat(np.array(seg_vals, np.float64), seg_counts)
-    values = np.copysign(scale, (mixed << _SHIFTS[bits]).view(np.int64))
+    values = np.copysign(scale, mixed.view(np.int64), out=scale)
     indptr = np.zeros(n + 1, np.int64)
     np.cumsum(totals, out=indptr[1:])
     return Rows(indptr, indices, values)
