@@ -35,6 +35,7 @@ from sklearn import config_context
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.frozen import FrozenEstimator
 from sklearn.linear_model import LogisticRegression, SGDClassifier
+from threadpoolctl import threadpool_limits
 
 from training.features import FeatureConfig, extract_rows
 
@@ -50,7 +51,7 @@ CAL_SHARE = 0.1            # held-out calibration slice: this share of the rows,
 CAL_MIN, CAL_MAX = 500, 20_000
 PARALLEL_MIN = 4 * CHUNK   # fewer rows than this are featurised in-process
 AHEAD = 3                  # chunks submitted per feature worker beyond the one being consumed (bounds memory)
-WAIT_MAX = 24              # chunks held while C is chosen, before the pass waits for the choice
+WAIT_MAX = 40              # chunks held while C is chosen, before the pass waits for the choice
 AVERAGE_FROM = 0.5         # one pass: SGD averages its weights from this share of the older rows on (at 100k
                            # labels, averaging from the start held-out MCC 0.976, from half way 0.988)
 
@@ -468,7 +469,17 @@ def single_pass(batch: Callable[[np.ndarray], Any], older: np.ndarray, newest: n
     the weights at the end, calibrated on the same slice, are the final model. Both are averages of the SGD's
     weights from AVERAGE_FROM of the older rows on (the early, large steps left out). Regularisation follows the
     rows the final model fits (alpha = 1 / (C * rows)), so the challenger is regularised a little less than a
-    separate fit on the older rows alone would be. C is chosen in a thread while the workers go on featurising."""
+    separate fit on the older rows alone would be. C is chosen in a thread while the workers go on featurising.
+
+    BLAS is held to one thread meanwhile: SGD calls it on the whole weight vector at the end of every chunk, and
+    its idle threads then spin for a while on cores the feature workers need (at a million labels, about a
+    quarter of a core all through the pass)."""
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _single_pass(batch, older, newest, y, config, weights=weights, C=C, grid=grid, seed=seed,
+                            champion=champion, n_jobs=n_jobs, progress=progress)
+
+
+def _single_pass(batch, older, newest, y, config, *, weights, C, grid, seed, champion, n_jobs, progress) -> Pass:
     started = time.perf_counter()
     n_jobs = workers() if n_jobs is None else n_jobs
     older, newest = np.asarray(older, dtype=np.int64), np.asarray(newest, dtype=np.int64)
