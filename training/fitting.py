@@ -268,7 +268,7 @@ def sgd_fit(batches, n_rows: int, C: float, epochs: int, seed: int = 0) -> tuple
     """Weights minimising the same L2-penalised log loss as LogisticRegression(C) over `n_rows` rows:
     alpha = 1 / (C * n_rows). `batches()` yields (X, y, weights) once per call, one call per epoch."""
     clf = _sgd(1.0 / (C * max(1, n_rows)), average=epochs == 1, seed=seed)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), threadpool_limits(limits=1, user_api="blas"):  # (see single_pass)
         # partial_fit of one batch holding a single class is fine here: classes are given
         warnings.simplefilter("ignore", category=UserWarning)
         for _ in range(epochs):
