@@ -249,6 +249,22 @@ def test_links_to_the_page_being_commented_on():
     assert "link_to_this_page" not in keys("nice post https://blog.example.org/2024/05/my-post")
 
 
+def test_runs_are_cut_to_three_and_counted_exactly_as_the_pattern_does():
+    import random
+
+    from training import features as f
+
+    rng = random.Random(7)
+    texts = ["aaa", "aaaa", "aaabbb", "!!!!!!!! wow", "sooooo goooood", "xaaay", "🙂🙂🙂🙂🙂", "ééééé", "a  b"]
+    for _ in range(3000):
+        texts.append("".join(rng.choice("ab !é🙂") * rng.choice((1, 1, 2, 3, 4, 7)) for _ in range(rng.randrange(1, 12))))
+    for text in texts:
+        if f._RUN_RE.search(text):
+            assert f._collapse_runs(text) == f._REPEAT_RE.subn(r"\1\1\1", text), text
+        else:
+            assert f._REPEAT_RE.search(text) is None, text
+
+
 def test_link_hints_never_skip_a_link_the_full_patterns_find():
     # The cheap pre-checks in signals() must be necessary conditions of the full patterns on real comments.
     from tests.conftest import require_datasets
