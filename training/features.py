@@ -540,7 +540,8 @@ def extract(comment: Comment | str, config: FeatureConfig | None = None, explain
     # Multiplicative (Fibonacci) hashing: the top bits of h * odd constant depend on every bit of h, so they make
     # the index; the bit below them makes the sign that keeps collisions unbiased.
     bits = config.n_features.bit_length() - 1
-    mixed = hashes * _MIX
+    mixed = hashes
+    mixed *= _MIX  # in place: concatenate made a new array
     indices = (mixed >> _SHIFTS[64 - bits]).view(np.int64)
     scale = np.full(hashes.shape[0], config.char_weight / math.sqrt(n_c))  # n_c > 0: the text is padded
     if n_w:
@@ -548,7 +549,8 @@ def extract(comment: Comment | str, config: FeatureConfig | None = None, explain
     if n_s:
         scale[n_w + n_c:] = [s.value * config.signal_weight for s in sigs]
     # The sign bit moved to the top: copysign takes each entry's scale and that sign.
-    values = np.copysign(scale, (mixed << _SHIFTS[bits]).view(np.int64))
+    np.left_shift(mixed, _SHIFTS[bits], out=mixed)
+    values = np.copysign(scale, mixed.view(np.int64), out=scale)
 
     if not explain:
         return Extraction(indices, values)
