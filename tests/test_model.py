@@ -119,6 +119,38 @@ def test_choosing_c_by_cross_validation():
     assert grouped.meta["classifier"]["cv"] == "sources left out"
 
 
+def test_exact_fit_in_worker_processes_is_the_fit_made_in_turn(youtube, monkeypatch):
+    from training import fitting, model as model_module
+    from training.features import Featurizer
+
+    rows = youtube[:600]
+    X = Featurizer().transform([r["text"] for r in rows])
+    y = np.array([1 if r["label"] == "spam" else 0 for r in rows])
+    calls = []
+    real_parallel = fitting.parallel
+
+    def parallel(fn, tasks, n_jobs):
+        calls.append(n_jobs)
+        return real_parallel(fn, tasks, n_jobs)
+
+    monkeypatch.setattr(fitting, "parallel", parallel)
+    monkeypatch.setattr(model_module, "CHOOSE_PARALLEL_NNZ", 10**12)
+    in_turn = model_module.choose(X, y, grid=(1.0, 10.0))
+    monkeypatch.setattr(model_module, "CHOOSE_PARALLEL_NNZ", 0)
+    monkeypatch.setattr(fitting, "workers", lambda: 2)
+    in_workers = model_module.choose(X, y, grid=(1.0, 10.0))
+    assert calls == [1, 2]
+    assert in_workers == in_turn
+    # the whole exact fit
+    texts, labels = [r["text"] for r in rows], [r["label"] for r in rows]
+    monkeypatch.setattr(model_module, "CHOOSE_PARALLEL_NNZ", 10**12)
+    alone = train(texts, labels)._scorer
+    monkeypatch.setattr(model_module, "CHOOSE_PARALLEL_NNZ", 0)
+    shared = train(texts, labels)._scorer
+    assert np.array_equal(alone.coef, shared.coef) and (alone.intercept, alone.a, alone.b) == \
+        (shared.intercept, shared.a, shared.b)
+
+
 @pytest.fixture()
 def many_labels_path(monkeypatch):
     """The many-labels path (training.fitting) on small data: thresholds lowered, chunks small."""

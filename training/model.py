@@ -42,6 +42,7 @@ SVM_C_GRID = (0.3, 1.0, 3.0, 10.0, 30.0)  # the exact fit's linear SVM
 NB_MIX = 0.5  # NB-scaled columns: scale mix + (1 - mix) * |log-count ratio|
 NB_CHOICES = (None, NB_MIX)  # plain or NB-scaled columns, chosen by cross-validation with C
 SVM_MAX_ITER = 5000
+CHOOSE_PARALLEL_NNZ = 200_000  # feature entries (about 300 comments) from which choose() fits settings in parallel
 UPDATE_EPOCHS = 3
 UPDATE_LEARNING_RATE = 0.05
 SPAM, HAM = 1, 0
@@ -248,16 +249,24 @@ def choose(X, y: np.ndarray, sample_weight=None, grid: Sequence[float] = SVM_C_G
     regularisation, then to plain columns."""
     split, how = _selection_split(y, groups, seed)
     sw = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
-    scores = {}
-    for nb_mix in nb_choices:
-        for c in grid:
-            d = np.empty(len(y))
-            for tr, te in split:
-                clf = _classifier(c, nb_mix).fit(X[tr], y[tr], sample_weight=None if sw is None else sw[tr])
-                d[te] = clf.decision_function(X[te])
-            scores[(float(c), nb_mix)] = calibrated_log_loss(d, y, sw)
+    settings = [(float(c), nb_mix) for nb_mix in nb_choices for c in grid]
+    tasks = [(X, y, sw, split, c, nb_mix) for c, nb_mix in settings]
+    # The settings are independent fits: on enough data they run in worker processes, one per core. Not threads:
+    # liblinear draws from one random generator per process, so concurrent fits would not repeat.
+    n_jobs = min(len(tasks), fitting.workers()) if X.nnz >= CHOOSE_PARALLEL_NNZ else 1
+    decisions = list(fitting.parallel(_out_of_fold, tasks, n_jobs))
+    scores = {k: calibrated_log_loss(d, y, sw) for k, d in zip(settings, decisions)}
     best = min(scores, key=lambda k: (round(scores[k], 12), k[0], k[1] is not None))
     return best[0], best[1], {_setting_name(c, nb): round(v, 5) for (c, nb), v in scores.items()}, how
+
+
+def _out_of_fold(X, y: np.ndarray, sw: np.ndarray | None, split: list, c: float, nb_mix: float | None) -> np.ndarray:
+    """Decision values of every row from the fit that left its fold out."""
+    d = np.empty(len(y))
+    for tr, te in split:
+        clf = _classifier(c, nb_mix).fit(X[tr], y[tr], sample_weight=None if sw is None else sw[tr])
+        d[te] = clf.decision_function(X[te])
+    return d
 
 
 def nb_ratios(X, y: np.ndarray, sample_weight=None, n_features: int | None = None, alpha: float = 1.0) -> np.ndarray:
