@@ -434,8 +434,8 @@ def render(source: str, served: list[dict], probe: dict, full: list[dict]) -> st
               f"0.2 s; load is the machine's one-minute load average when the run started and ended (2 cores: above "
               f"2, other work shared them; it lags, so it still shows the setup). Each timed run starts once the CPU "
               f"has been at least {SETTLE_IDLE:.0%} idle for 3 s after storing the labels (at most "
-              f"{SETTLE_MAX:.0f} s of waiting). Building training rows measured at {probe['us_per_comment']:.0f} us per "
-              f"comment (one core) and {probe['nnz_per_row']:.0f} entries per comment; projected features = that "
+              f"{SETTLE_MAX:.0f} s of waiting). Building training rows measured at "
+              f"{probe['us_per_comment']:.0f} us per comment (one core) and {probe['nnz_per_row']:.0f} entries per comment; projected features = that "
               f"time for every label over the feature workers.", "",
               "| labels | wall time | peak RSS | load | rows fitted | fit | holdout MCC (newest 20 %) | "
               "small exact path MCC | stage times (s) | projected features |",
@@ -460,7 +460,8 @@ def render(source: str, served: list[dict], probe: dict, full: list[dict]) -> st
         if not largest.get("ran"):
             lines += ["", f"Target at {largest['labels']:,} labels: not measured ({largest['why_not']})."]
         else:
-            met = largest["seconds"] <= TIME_TARGET_S and largest["peak_rss_gb"] <= RSS_TARGET_GB
+            peak = largest.get("runs_peak_rss_gb") or largest["peak_rss_gb"]  # the memory target holds for every run
+            met = largest["seconds"] <= TIME_TARGET_S and peak <= RSS_TARGET_GB
             runs = largest.get("runs_seconds") or [largest["seconds"]]
             spread = "" if len(runs) < 2 else (
                 f" The median of {len(runs)} runs from the same champion: {', '.join(f'{t} s' for t in runs)} "

@@ -99,8 +99,7 @@ _STYLED_RE = re.compile("[\uff01-\uff5e\U0001d400-\U0001d7ff\u24b6-\u24e9\U0001f
 _TAG_RE = re.compile(r"<\s*(/?)\s*([a-zA-Z][a-zA-Z0-9]*)\b[^<>]{0,500}>|<!--.{0,2000}?-->", re.S)
 _HREF_RE = re.compile(r"""href\s*=\s*["']?([^"'\s<>]+)""", re.I)
 _ENTITY_RE = re.compile(r"&(?:#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|[a-zA-Z][a-zA-Z0-9]{1,31});?")
-_REPEAT_RE = re.compile(r"(.)\1{2,}")  # what _collapse_runs does, as a pattern (the tests hold the two equal)
-_RUN_RE = re.compile(r"(.)\1\1")  # whether there is a run at all: the same texts, found in half the time
+_RUN_RE = re.compile(r"(.)\1\1")  # three alike in a row: a run for _collapse_runs to cut
 
 
 class Normalised(NamedTuple):
@@ -151,10 +150,10 @@ def normalise(content: str, max_chars: int = 20000) -> Normalised:
 
 
 def _collapse_runs(text: str) -> tuple[str, int]:
-    """What _REPEAT_RE.subn with three copies of the group gives: every run of three or more of a character cut
-    to three, and the number of runs, worked out over the code points as arrays. The substitution scans every
-    position with backtracking and expands its template in Python per run: several times slower on a long text.
-    `text` holds a run (three alike in a row)."""
+    r"""Every run of three or more of a character cut to three, and the number of runs: what a substitution of
+    (.)\1{2,} by three copies of the group gives (the tests hold the two equal), worked out over the code points
+    as arrays. The substitution scans every position with backtracking and expands its template in Python per run:
+    several times slower on a long text. `text` holds a run (three alike in a row)."""
     c = np.frombuffer(text.encode("utf-32-le"), np.uint32)
     same = c[1:] == c[:-1]  # same[i]: c[i + 1] is c[i]
     triple = same[1:] & same[:-1]  # triple[i]: c[i], c[i + 1] and c[i + 2] alike
