@@ -17,7 +17,8 @@ workers = int(os.environ.get("WINNOW_WEB_WORKERS") or 2 * multiprocessing.cpu_co
 # A thread per connection lets a worker keep connections alive and overlap its Redis round trips; bench/http.py
 # measures this against plain sync workers.
 worker_class = os.environ.get("WINNOW_WEB_WORKER_CLASS", "gthread")
-threads = int(os.environ.get("WINNOW_WEB_THREADS", "4"))
+# gunicorn quietly runs `sync` as `gthread` when threads > 1, so a thread pool is the default for gthread only.
+threads = int(os.environ.get("WINNOW_WEB_THREADS") or (4 if worker_class == "gthread" else 1))
 keepalive = 5
 timeout = 30
 graceful_timeout = 10

@@ -279,6 +279,29 @@ def _sample(text: str, name: str, **labels: str) -> float:
     return total
 
 
+_WORKER_OF_CONF = """
+import runpy, sys
+from gunicorn.config import Config
+cfg = Config()
+for name, value in runpy.run_path("service/gunicorn_conf.py").items():
+    if name in cfg.settings:
+        cfg.set(name, value)
+print(cfg.worker_class_str, cfg.threads)
+"""
+
+
+@pytest.mark.parametrize("env, expected", [
+    ({}, "gthread 4"),
+    ({"WINNOW_WEB_WORKER_CLASS": "sync"}, "sync 1"),  # gunicorn would quietly run sync with threads as gthread
+    ({"WINNOW_WEB_WORKER_CLASS": "gthread", "WINNOW_WEB_THREADS": "8"}, "gthread 8"),
+])
+def test_gunicorn_runs_the_worker_class_asked_for(tmp_path, env, expected):
+    base = {k: v for k, v in os.environ.items() if not k.startswith("WINNOW_WEB_")}
+    out = subprocess.run([sys.executable, "-c", _WORKER_OF_CONF], cwd=ROOT, capture_output=True, text=True,
+                         env={**base, **env, "WINNOW_DATA_DIR": str(tmp_path)}, check=True).stdout
+    assert out.split() == expected.split()
+
+
 def test_metrics_add_up_across_two_gunicorn_workers(tmp_path, r):
     port = free_port()
     base = f"http://127.0.0.1:{port}"
