@@ -5,9 +5,10 @@ exception is logged with its request id and answered 500 in the same shape, neve
 """
 from __future__ import annotations
 
+import io
 import json
 import logging
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import orjson
 import redis
@@ -151,9 +152,37 @@ def _unexpected(exc: Exception) -> Response:
     return error_response(500, "internal_error", "internal error; it has been logged")
 
 
+class LengthenedBodies:
+    """WSGI middleware: a body sent without a length (chunked) is read here, one byte past the limit at most, and
+    handed on with its length, so an oversized one is answered 413 like any other.
+
+    werkzeug reads a stream without a length only up to the limit and then stops as if it had ended, so the handler
+    would see the first megabyte of an oversized body and answer as if that were all of it."""
+
+    def __init__(self, app: Callable, limit: int):
+        self.app = app
+        self.limit = limit
+
+    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        if not environ.get("CONTENT_LENGTH") and "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+            stream = environ["wsgi.input"]
+            parts, size = [], 0
+            while size <= self.limit:
+                part = stream.read(min(64 * 1024, self.limit + 1 - size))
+                if not part:
+                    break
+                parts.append(part)
+                size += len(part)
+            environ["wsgi.input"] = io.BytesIO(b"".join(parts))
+            environ["CONTENT_LENGTH"] = str(size)  # past the limit: werkzeug refuses it with 413 when it is read
+            environ.pop("HTTP_TRANSFER_ENCODING", None)
+        return self.app(environ, start_response)
+
+
 def init_app(app: Flask) -> None:
     """App-wide JSON errors; a blueprint speaking another protocol (Akismet, HTML console) registers its own."""
     app.config.setdefault("MAX_CONTENT_LENGTH", MAX_BODY_BYTES)
+    app.wsgi_app = LengthenedBodies(app.wsgi_app, app.config["MAX_CONTENT_LENGTH"])
     app.register_error_handler(ApiError, _api_error)
     app.register_error_handler(ValidationError, _validation_error)
     app.register_error_handler(HTTPException, _http_error)

@@ -103,6 +103,7 @@ def call(stack):
         content = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
         return httpx.request(method, stack["base"] + path, headers=headers, content=content, params=params,
                              timeout=10)
+    call.base = stack["base"]
     return call
 
 
@@ -156,6 +157,15 @@ def test_limits_answer_4xx_with_named_fields(call):
     assert big.status_code == 413 and big.json()["error"]["field"] == "content"
     huge = call("POST", "/api/v1/check", "a", raw=b'{"content": "' + b"x" * (1024 * 1024 + 10) + b'"}')
     assert huge.status_code == 413 and huge.json()["error"]["field"] == "body"
+    # Sent chunked, without a length: the whole body counts, not the first megabyte of it.
+    chunks = [b'{"content": "', *[b"x" * 65536] * 20, b'"}']
+    huge_chunked = call("POST", "/api/v1/check", "a", raw=iter(chunks))
+    assert huge_chunked.status_code == 413 and huge_chunked.json()["error"]["field"] == "body"
+    small_chunked = call("POST", "/api/v1/check", "a", raw=iter([b'{"content": "thanks, ', b'this helped"}']))
+    assert small_chunked.status_code == 200 and small_chunked.json()["verdict"] in ("ham", "unsure", "spam")
+    akismet_chunked = httpx.post(call.base + "/1.1/comment-check", headers={
+        "Content-Type": "application/x-www-form-urlencoded"}, content=iter([b"blog=x&comment_content="] + chunks))
+    assert akismet_chunked.status_code == 413 and akismet_chunked.headers["Content-Type"].startswith("text/plain")
     broken = call("POST", "/api/v1/check", "a", raw=b'{"content": ')
     assert broken.status_code == 400 and broken.json()["error"]["code"] == "bad_json"
     latin = call("POST", "/api/v1/check", "a", raw=b'{"content": "\xff\xfe"}')
