@@ -297,10 +297,11 @@ class Call:
     reporter: str = ""
     original: str = ""  # comment_check_response: the verdict the client got, "true"/"false", when it says
 
-    @property
-    def guaranteed_spam(self) -> bool:
-        return (self.comment.author.strip().lower() == GUARANTEED_SPAM_AUTHOR
-                or self.comment.author_email.strip().lower() == GUARANTEED_SPAM_EMAIL)
+
+def is_guaranteed_spam(comment: Comment) -> bool:
+    """The protocol's test convention: this author name or email is always answered spam."""
+    return (comment.author.strip().lower() == GUARANTEED_SPAM_AUTHOR
+            or comment.author_email.strip().lower() == GUARANTEED_SPAM_EMAIL)
 
 
 def parse_call(params: Params) -> Call:
@@ -470,6 +471,17 @@ def _unsure_as_spam(site: str) -> bool:
     return bool(svc.settings.akismet_unsure_as_spam if chosen is None else chosen)
 
 
+def _answer(comment: Comment, verdict: str, discard: bool, site: str) -> tuple[bool, bool]:
+    """(spam, discard) as comment-check answers them for a verdict of the JSON API's kind."""
+    if comment.user_role == "administrator":  # the protocol's own rule, whatever the site trusts
+        return False, False
+    if is_guaranteed_spam(comment):
+        return True, False
+    if verdict == "unsure":
+        return _unsure_as_spam(site), False
+    return verdict == "spam", discard
+
+
 def _calls(required: tuple[str, ...]) -> tuple[Params, Call, object]:
     params = _cached_params()
     call = parse_call(params)
@@ -492,14 +504,7 @@ def comment_check() -> Response:
     # Checks belong to the key's own site; `blog` only says which of the key's sites called (for key-sites).
     result = checking.check(call.comment, site=record.site, principal=record, is_test=call.is_test,
                             source="akismet", ids=_refs(params))
-    if call.comment.user_role == "administrator":  # the protocol's own rule, whatever the site trusts
-        spam, discard = False, False
-    elif call.guaranteed_spam:
-        spam, discard = True, False
-    elif result.verdict == "unsure":
-        spam, discard = _unsure_as_spam(record.site), False
-    else:
-        spam, discard = result.verdict == "spam", result.discard
+    spam, discard = _answer(call.comment, result.verdict, result.discard, record.site)
     _usage().count(record.id, normalise_blog(call.blog), "api_calls", "spam" if spam else "ham")
     headers = {"X-akismet-guid": result.id}
     if spam and discard:
@@ -517,11 +522,14 @@ def _submit(label: str) -> Response:
             check = checking.get_check(call.guid, site_scope=record.site)
         except checking.NotFound:
             check = None  # expired or unknown: fall back to the comment in the parameters
-        if check is not None:
-            original = "true" if check.answered == "spam" else "false"
+        if check is not None:  # what comment-check answered for it, by the same rules
+            original = "true" if _answer(check.comment, check.answered, check.discard, record.site)[0] else "false"
             if not (check.is_test or call.is_test):
                 checking.label_check(check.id, label, moderator=moderator, site_scope=record.site, source="akismet")
             stored = True
+    if not stored and not call.comment.content.strip():
+        # Nothing to learn from: the check it names is unknown (or expired) and the comment was not sent again.
+        raise ProtocolAnswer(missing("comment_content"))
     if not stored and not call.is_test:
         checking.label_new(call.comment, label, moderator=moderator, site=record.site, source="akismet")
     # A submission reports a mistake unless the client says (or the check shows) it was answered that way already.

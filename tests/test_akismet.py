@@ -307,6 +307,15 @@ def test_submit_ham_without_guid_labels_a_new_comment(client, app):
     assert any(x.comment.content == "A perfectly fine remark about backups." and x.label == "ham" for x in items)
 
 
+def test_a_submission_with_nothing_to_learn_from_is_refused(raw, key, app):
+    labels = app.extensions["winnow"].labels
+    before = labels.count(BLOG)
+    for guid in ("", "0123456789abcdef01234567"):  # no check named, or one this deployment never made
+        resp = raw.post("/1.1/submit-spam", data={"api_key": key, "blog": BLOG, "user_ip": IP, "guid": guid})
+        assert (resp.status_code, resp.content) == (400, b"Missing required field: comment_content.")
+    assert labels.count(BLOG) == before
+
+
 def test_is_test_is_never_trained_on(raw, client, key, app):
     labels = app.extensions["winnow"].labels
     before = labels.count(BLOG)
@@ -328,6 +337,28 @@ def test_is_test_is_never_trained_on(raw, client, key, app):
 
 
 # ---- usage and key-sites -------------------------------------------------------------------------------------
+
+
+def test_a_submission_by_guid_is_a_mistake_only_against_what_comment_check_answered(raw, app):
+    key, record = app.extensions["winnow"].keys.create("https://answers.example.com", "site", "answers")
+    form = {"api_key": key, "blog": "https://answers.example.com", "user_ip": IP}
+
+    def check(**fields) -> tuple[bytes, str]:
+        resp = raw.post("/1.1/comment-check", data={**form, **fields})
+        return resp.content, resp.headers["X-akismet-guid"]
+
+    unsure = check(comment_content=UNSURE_TEXT)  # unsure: answered `true` (spam) by default
+    guaranteed = check(comment_content=HAM_TEXT, comment_author="akismet-guaranteed-spam")
+    spam = check(comment_content=SPAM_TEXT)
+    ham = check(comment_content=HAM_TEXT + " (kept)")
+    assert [unsure[0], guaranteed[0], spam[0], ham[0]] == [b"true", b"true", b"true", b"false"]
+    _flush(app)
+    for (_, guid), endpoint in ((unsure, "submit-ham"), (guaranteed, "submit-ham"), (spam, "submit-spam"),
+                                (ham, "submit-ham")):
+        assert raw.post(f"/1.1/{endpoint}", data={**form, "guid": guid}).content == face.THANKS.encode()
+    [row] = app.extensions[face.USAGE_EXTENSION].sites(record.id, face.month_of())
+    # the two `true` answers corrected to ham were false positives; agreeing submissions are no mistake
+    assert (row["false_positives"], row["missed_spam"]) == (2, 0)
 
 
 def test_usage_limit_and_key_sites_count_per_site(app, live):
