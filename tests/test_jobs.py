@@ -126,6 +126,22 @@ def test_gate_refuses_a_worse_challenger_and_says_why(r, settings, good_model):
     assert [m["version"] for m in registry.list()] == [champion]
 
 
+def _judged(tp=0, fn=0, tn=0, fp=0, mcc=0.0) -> dict:
+    return {"mcc": mcc, "ham_flagged": fp, "spam_flagged": tp, "spam_threshold": 0.7,
+            "confusion": {"tp": tp, "fn": fn, "tn": tn, "fp": fp, "threshold": 0.7}}
+
+
+def test_gate_on_a_spam_wave_alone_compares_what_each_model_catches():
+    # The newest labels are a spam wave: MCC is 0 for any model, so it cannot tell the two apart.
+    ok, why = jobs.gate(_judged(tp=3, fn=17), _judged(tp=15, fn=5), tolerance=0.01)
+    assert not ok and "all spam" in why and "catches 3 of 20" in why and "champion 15" in why
+    assert jobs.gate(_judged(tp=15, fn=5), _judged(tp=15, fn=5), tolerance=0.01)[0]
+    assert jobs.gate(_judged(tp=19, fn=1), _judged(tp=15, fn=5), tolerance=0.01)[0]
+    # On ham alone, flagging more of it was already refused; with both classes, MCC decides as before.
+    assert not jobs.gate(_judged(tn=18, fp=2), _judged(tn=20), tolerance=0.01)[0]
+    assert jobs.gate(_judged(tp=8, fn=2, tn=10, mcc=0.82), _judged(tp=9, fn=1, tn=10, mcc=0.82), tolerance=0.01)[0]
+
+
 def test_few_labels_use_cross_validation(r, settings, backwards_model):
     seed_champion(r, settings, backwards_model)
     store_labels(r, campaign(80, seed=9))

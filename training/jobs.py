@@ -690,7 +690,8 @@ class _Retrain:
 
 
 def gate(challenger: dict, champion: dict | None, tolerance: float) -> tuple[bool, str]:
-    """Promote only a challenger that is not worse: MCC within `tolerance` and no more ham flagged as spam."""
+    """Promote only a challenger that is not worse: MCC within `tolerance`, no more ham flagged as spam and, when
+    the judged labels are all spam, no less of it caught."""
     if champion is None:
         return True, "no verifiable champion to compare with"
     c_mcc, k_mcc = float(challenger["mcc"]), float(champion["mcc"])
@@ -700,6 +701,12 @@ def gate(challenger: dict, champion: dict | None, tolerance: float) -> tuple[boo
     if challenger["ham_flagged"] > champion["ham_flagged"]:
         return False, (f"challenger flags {challenger['ham_flagged']} ham comments as spam at the serving threshold "
                        f"{challenger['spam_threshold']}, champion {champion['ham_flagged']}")
+    confusion = challenger.get("confusion") or {}
+    if confusion and confusion["tn"] + confusion["fp"] == 0 and challenger["spam_flagged"] < champion["spam_flagged"]:
+        # Labels of one class give every model an MCC of 0; on spam alone, what counts is how much is caught.
+        return False, (f"the judged labels are all spam, where MCC tells nothing: challenger catches "
+                       f"{challenger['spam_flagged']} of {confusion['tp'] + confusion['fn']} at the serving threshold "
+                       f"{challenger['spam_threshold']}, champion {champion['spam_flagged']}")
     return True, (f"challenger MCC {c_mcc:.4f} vs champion {k_mcc:.4f} (tolerance {tolerance}); ham flagged "
                   f"{challenger['ham_flagged']} vs {champion['ham_flagged']}")
 
