@@ -6,6 +6,8 @@ is written behind. Labels are the opposite: stored synchronously, or refused wit
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import hmac
 import random
 import time
 from typing import Any, Mapping, Sequence
@@ -54,25 +56,43 @@ class CheckResult:
 
 
 # A check is written to Redis behind its answer (training.checks.WriteBehind, every 50 ms), and the next request
-# about it — a label by id, an Akismet submit with its guid — may reach another web process. Looking up an id
-# younger than this waits for it to land instead of answering 404.
+# about it — a label by id, an Akismet submit with its guid — may reach another web process. Looking up an id this
+# deployment issued less than this long ago waits for it to land instead of answering 404.
 SETTLE_SECONDS = 2.0
+_ID_TAGS: dict[str, Any] = {}  # deployment secret -> the keyed hash that tags its check ids
 
 
 def new_id() -> str:
-    # The creation time in milliseconds (11 hex digits), then 52 random bits from the per-process generator
-    # (re-seeded after fork): an id names a check, it guards nothing (site scope does), and os.urandom would cost a
-    # system call on every check.
-    return f"{int(time.time() * 1000):011x}{random.getrandbits(52):013x}"
+    """The creation time in milliseconds (11 hex digits), 28 random bits from the per-process generator (re-seeded
+    after fork; an id names a check, it guards nothing: site scope does, and os.urandom would cost a system call on
+    every check), then a 24-bit tag keyed by the deployment secret, so a lookup waits only for ids this deployment
+    made: a made-up recent id cannot hold a web thread for seconds."""
+    stamp = f"{int(time.time() * 1000):011x}{random.getrandbits(28):07x}"
+    return stamp + _id_tag(stamp)
 
 
-def _age_seconds(check_id: str) -> float | None:
-    """How long ago the check with this id was made, when the id says so."""
+def _id_tag(stamp: str) -> str:
+    secret = services().settings.secret_key
+    keyed = _ID_TAGS.get(secret)
+    if keyed is None:
+        subkey = hmac.new(secret.encode(), b"winnow check ids", hashlib.sha256).digest()
+        keyed = _ID_TAGS[secret] = hmac.new(subkey, digestmod=hashlib.sha256)
+    tag = keyed.copy()
+    tag.update(stamp.encode("ascii", "replace"))
+    return tag.hexdigest()[:6]
+
+
+def _may_be_settling(check_id: str) -> bool:
+    """Whether an id unknown to Redis may still be on its way there: issued by this deployment (its tag holds)
+    within the last SETTLE_SECONDS (a second of clock difference between machines allowed)."""
+    if len(check_id) != 24 or not check_id.isascii():
+        return False
     try:
         made_ms = int(check_id[:11], 16)
     except ValueError:
-        return None
-    return time.time() - made_ms / 1000.0 if len(check_id) == 24 else None
+        return False
+    return -1.0 < time.time() - made_ms / 1000.0 < SETTLE_SECONDS and hmac.compare_digest(
+        _id_tag(check_id[:18]), check_id[18:])
 
 
 def check(comment: Comment, *, site: str, principal: KeyRecord | None, is_test: bool = False, source: str = "api",
@@ -137,8 +157,7 @@ def get_check(check_id: str, *, site_scope: str | None) -> CheckRecord:
             record = svc.checks.get(check_id)
         except redis.RedisError as exc:
             raise StoreUnavailable(str(exc)) from exc
-        age = _age_seconds(check_id)
-        if record is not None or age is None or not -1.0 < age < SETTLE_SECONDS:
+        if record is not None or not _may_be_settling(check_id):
             break
         time.sleep(0.05)  # made a moment ago: another process is still writing it
     if record is None or (site_scope is not None and record.site != site_scope):
