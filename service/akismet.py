@@ -28,7 +28,7 @@ from service.context import EXTENSION, services
 from training import rediskeys
 from training.schema import MAX_CONTENT_BYTES, MAX_FIELD_CHARS, ContentTooLarge, Comment, ValidationError
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("winnow.akismet")
 
 bp = Blueprint("akismet", __name__)
 
@@ -182,10 +182,13 @@ def normalise_blog(blog: str) -> str:
     """The site name key-sites reports: lower-case host (and port) plus path, without scheme or trailing slash, so
     http/https and case variants of one blog count together."""
     value = blog.strip()
-    parts = urllib.parse.urlsplit(value if "//" in value else "//" + value)
-    host = (parts.hostname or "").lower()
-    if parts.port:
-        host = f"{host}:{parts.port}"
+    try:
+        parts = urllib.parse.urlsplit(value if "//" in value else "//" + value)
+        host = (parts.hostname or "").lower()
+        if parts.port:
+            host = f"{host}:{parts.port}"
+    except ValueError:  # not a URL (an unclosed "[", a port that is no number): counted under what was sent
+        return value.lower()[:MAX_FIELD_CHARS]
     return (host + parts.path.rstrip("/"))[:MAX_FIELD_CHARS] or value[:MAX_FIELD_CHARS]
 
 
@@ -589,7 +592,7 @@ def _integer(params: Params, name: str, default: int, low: int, high: int) -> in
     raw = params.get(name).strip()
     if not raw:
         return default
-    if not raw.isdigit():
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 12:  # "²" is a digit to isdigit(), not to int()
         raise ProtocolAnswer(text(f"Invalid {name}: use a whole number.", status=400))
     return max(low, min(high, int(raw)))
 

@@ -400,10 +400,24 @@ def test_usage_limit_and_key_sites_count_per_site(app, live):
 def test_key_sites_refuses_bad_arguments_and_bad_keys(raw, key):
     assert raw.get("/1.2/key-sites", params={"api_key": key, "month": "2024-13"}).status_code == 400
     assert raw.get("/1.2/key-sites", params={"api_key": key, "format": "xml"}).status_code == 400
-    assert raw.get("/1.2/key-sites", params={"api_key": key, "limit": "ten"}).status_code == 400
+    for limit in ("ten", "²", "9" * 5000):
+        refused = raw.get("/1.2/key-sites", params={"api_key": key, "limit": limit})
+        assert refused.status_code == 400 and refused.content == b"Invalid limit: use a whole number."
     bad = raw.get("/1.2/key-sites", params={"api_key": "abcdefabcdef"})
     assert bad.content == b"invalid" and bad.headers["X-akismet-debug-help"]
     assert raw.post("/1.2/usage-limit", data={"api_key": "abcdefabcdef"}).content == b"invalid"
+
+
+@pytest.mark.parametrize("blog", ["http://[x", "http://a.example.com:abc", "a.example.com:99999", "//["])
+def test_a_blog_that_is_no_url_is_counted_as_sent_not_a_500(app, raw, blog):
+    key, record = app.extensions["winnow"].keys.create("https://odd-blogs.example.org", "site", "odd blogs")
+    form = {"api_key": key, "blog": blog, "user_ip": IP}
+    checked = raw.post("/1.1/comment-check", data={**form, "comment_content": HAM_TEXT})
+    assert checked.status_code == 200 and checked.content in (b"true", b"false") and checked.headers["X-akismet-guid"]
+    submitted = raw.post("/1.1/submit-ham", data={**form, "comment_content": HAM_TEXT + " (submitted)"})
+    assert (submitted.status_code, submitted.content) == (200, face.THANKS.encode())
+    sites = {row["site"] for row in app.extensions[face.USAGE_EXTENSION].sites(record.id, face.month_of())}
+    assert blog.lower() in sites
 
 
 def test_usage_counters_are_written_in_one_hash_per_key_and_month(app, r, keys, raw):
