@@ -88,6 +88,8 @@ def json_body(*, required: bool = True) -> Any:
     except json.JSONDecodeError as exc:
         raise ApiError(400, "bad_json", f"body is not valid JSON: {exc.msg} at line {exc.lineno} column "
                        f"{exc.colno}", field="body") from None
+    except ValueError:  # Python reads integers of at most 4,300 digits
+        raise ApiError(400, "bad_json", "body holds a number too long to read", field="body") from None
 
 
 def _has_huge_float(value: Any) -> bool:
