@@ -49,6 +49,8 @@ class _JsonLines(logging.Formatter):
         fields = getattr(record, "fields", None)
         if fields is None:
             fields = {"message": record.getMessage()}
+            if record.exc_info:
+                fields["exception"] = self.formatException(record.exc_info)
         return _line(record.created, record.levelname.lower(), record.name, fields)
 
 
@@ -104,6 +106,8 @@ _handler: _BatchedLines | None = None
 
 
 def _configure_logger() -> None:
+    """Request lines, and every other `winnow.*` logger's messages, as JSON lines on stderr: a request's path or a
+    comment's field quoted in a message can never start a line of its own."""
     global _handler
     if any(getattr(h, "_winnow", False) for h in logger.handlers):
         return
@@ -114,6 +118,10 @@ def _configure_logger() -> None:
     logger.setLevel(logging.INFO)
     logger.propagate = False
     _handler = handler
+    parent = logging.getLogger("winnow")
+    parent.addHandler(handler)
+    if parent.level == logging.NOTSET:
+        parent.setLevel(logging.INFO)
 
 
 def _log_request(fields: dict) -> None:

@@ -136,6 +136,30 @@ def test_log_lines_are_ascii_json_whatever_the_text(tmp_path):
         assert line.isascii() and json.loads(line)["message"] == text and json.loads(line)["n"] == {"1": 2}
 
 
+def test_every_winnow_logger_writes_json_lines_a_quoted_path_cannot_break(tmp_path, monkeypatch):
+    import io
+    import logging
+
+    from service import logs
+
+    make_app(tmp_path, dead_redis_url())
+    logs._handler.flush()  # earlier tests' lines go where they were headed
+    stream = io.StringIO()
+    monkeypatch.setattr(logs._handler, "stream", stream)
+    forged = '/x\n{"ts":1,"level":"info","logger":"winnow.request","forged":true}/label'
+    logging.getLogger("winnow.http").warning("redis unavailable on POST %s", forged)
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        logging.getLogger("winnow.akismet").exception("unhandled error on POST %s", forged)
+    logs._handler.flush()
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]  # every line is JSON
+    lines = [ln for ln in lines if ln["logger"] in ("winnow.http", "winnow.akismet")]  # not other threads' lines
+    assert [(ln["logger"], ln["level"]) for ln in lines] == [("winnow.http", "warning"), ("winnow.akismet", "error")]
+    assert all(forged in ln["message"] and "forged" not in ln for ln in lines)
+    assert "RuntimeError: boom" in lines[1]["exception"]
+
+
 def test_a_worker_freezes_its_heap_and_again_after_a_model_swap(tmp_path, monkeypatch):
     import types
 

@@ -27,7 +27,7 @@ from training import rediskeys as keys
 from training.registry import Registry, _text
 from training.settings import Settings
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("winnow.jobs")
 
 # Job options, set explicitly rather than inherited from rq's defaults.
 JOB_TIMEOUT = 1800          # seconds; a 1M-label retrain takes a few minutes

@@ -20,7 +20,7 @@ import redis as redis_lib
 from training import rediskeys as keys
 from training.settings import Settings
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("winnow.registry")
 
 HISTORY_LIMIT = 500
 _CACHE_VERSION = re.compile(r"^v[0-9]{1,12}\Z")
