@@ -157,3 +157,26 @@ def test_checks_are_stored_when_redis_has_forgotten_the_script(r):
     assert store.write([record(301), record(302)]) == 2
     assert store.get("c0301") == record(301, created_at=store.get("c0301").created_at)
     assert store.get("c0302") is not None and store.queue_size() == 3
+
+
+@pytest.mark.parametrize("given", ["https://Blog.Example.com/", "blog.example.com", "HTTPS://blog.example.com:443",
+                                   "https://user@blog.example.com"])
+def test_a_site_has_one_canonical_name(given):
+    from training.apikeys import normalise_site
+
+    assert normalise_site(given) == "https://blog.example.com"
+
+
+def test_site_names_cannot_pass_for_another_sites_fields():
+    from training import activity
+    from training.apikeys import normalise_site
+
+    for bad in ("https://a.example.com|other-tenant", "https://a.exa mple.com", "ftp://a.example.com", "https://",
+                "https://a.example.com:abc", "https://<a>.example.com"):
+        with pytest.raises(ValidationError):
+            normalise_site(bad)
+    # "|" separates the fields that name a site in the activity counters; in a path it is written as %7C
+    assert normalise_site("https://a.example.com/p|q") == "https://a.example.com/p%7Cq"
+    assert activity._SEP not in normalise_site("https://a.example.com/p|q")
+    assert normalise_site("https://bücher.example") == "https://bücher.example"  # a host name in any script
+    assert normalise_site("http://[::1]:8080/blog") == "http://[::1]:8080/blog"

@@ -48,9 +48,11 @@ def normalise_site(value: Any, field: str = "site") -> str:
         raise ValidationError(field, "must be an http(s) URL such as https://blog.example.com")
     if ":" in host:  # IPv6 literal
         host = f"[{host}]"
+    elif not all(c.isalnum() or c in ".-_" for c in host):
+        raise ValidationError(field, "has a host name that is no host name")
     if port and not ((scheme == "http" and port == 80) or (scheme == "https" and port == 443)):
         host = f"{host}:{port}"
-    path = parts.path.rstrip("/")
+    path = parts.path.rstrip("/").replace("|", "%7C")  # "|" separates fields that hold a site (training/activity)
     return f"{scheme}://{host}{path}"
 
 
