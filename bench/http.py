@@ -214,18 +214,23 @@ class Interference:
         self.server, self.redis_pid = server, redis_pid
         self.foreign = self.total = 0
 
-    def _ours(self) -> int:
+    def _ours(self) -> tuple[int, int, int]:
+        """CPU ticks so far of gunicorn (master and workers), Redis and wrk."""
         children = os.times()
         wrk = round((children.children_user + children.children_system) * _TCK)
-        return self.server._cpu_ticks() + _process_ticks(self.redis_pid) + wrk
+        return self.server._cpu_ticks(), _process_ticks(self.redis_pid), wrk
 
     def run(self, fn, *args) -> dict:
+        """fn's result plus `cpu_us`: CPU microseconds per request that gunicorn, Redis and wrk each spent."""
         busy0, total0 = _machine_ticks()
         ours0 = self._ours()
         result = fn(*args)
         busy1, total1 = _machine_ticks()
-        self.foreign += max(0, (busy1 - busy0) - (self._ours() - ours0))
+        spent = [b - a for a, b in zip(ours0, self._ours())]
+        self.foreign += max(0, (busy1 - busy0) - sum(spent))
         self.total += total1 - total0
+        n = max(1, result["requests"])
+        result["cpu_us"] = dict(zip(("gunicorn", "redis", "wrk"), (t / _TCK / n * 1e6 for t in spent)))
         return result
 
     @property
@@ -247,14 +252,24 @@ def _measure(server: Server, script: Path, seconds: float, redis_pid: int, conne
 
 
 def _table(results: dict, connections=CONNECTIONS) -> str:
-    rows = ["| connections | ping req/s | ping p50 / p99 (ms) | check req/s | check p50 / p99 (ms) | check / ping |",
-            "|---:|---:|---:|---:|---:|---:|"]
+    rows = ["| connections | ping req/s | ping p50 / p99 (ms) | check req/s | check p50 / p99 (ms) | check / ping | "
+            "CPU µs per ping: gunicorn / Redis / wrk | CPU µs per check: gunicorn / Redis / wrk |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for c in connections:
         p, k = results[("ping", c)], results[("check", c)]
         errors = f" ({k['errors']} errors)" if k["errors"] else ""
         rows.append(f"| {c} | {p['rps']:,.0f} | {p['p50']:.2f} / {p['p99']:.2f} | {k['rps']:,.0f}{errors} | "
-                    f"{k['p50']:.2f} / {k['p99']:.2f} | {k['rps'] / p['rps']:.0%} |")
+                    f"{k['p50']:.2f} / {k['p99']:.2f} | {k['rps'] / p['rps']:.0%} | {_cpu(p)} | {_cpu(k)} |")
     return "\n".join(rows)
+
+
+def _cpu(result: dict) -> str:
+    return " / ".join(f"{us:,.0f}" for us in result["cpu_us"].values())
+
+
+def _threads(worker_class: str) -> str:
+    threads = os.environ.get("WINNOW_WEB_THREADS") or ("4" if worker_class == "gthread" else "1")
+    return f" of {threads} thread{'s' if threads != '1' else ''} each"
 
 
 def _interference(results: dict) -> str:
@@ -295,11 +310,13 @@ def main() -> str:
         met = ratio16 >= 0.75 and at16["p99"] <= 10.0
         body = [
             f"wrk 1 thread, {seconds:.0f} s per run, keep-alive, loopback; gunicorn `{default}` workers "
-            f"({os.environ.get('WINNOW_WEB_WORKERS') or 2 * (os.cpu_count() or 1)} workers, as `make run` starts "
-            "them) and Redis with AOF `appendfsync always`, all on this machine's cores. `check` posts one of "
-            f"{len(COMMENTS)} realistic comments (ham and spam with author, email, IP, user agent, permalink) with a "
-            "Bearer site key, each request built once by the wrk script; every check is scored, stored "
-            "(write-behind) and counted by the per-key rate limiter.",
+            f"({os.environ.get('WINNOW_WEB_WORKERS') or 2 * (os.cpu_count() or 1)} workers{_threads(default)}, as "
+            "`make run` starts them) and Redis with AOF `appendfsync always`, all on this machine's cores. `check` "
+            f"posts one of {len(COMMENTS)} realistic comments (ham and spam with author, email, IP, user agent, "
+            "permalink) with a Bearer site key, each request built once by the wrk script; every check is scored, "
+            "stored (write-behind) and counted by the per-key rate limiter. The CPU columns divide each program's "
+            "CPU time during the run by the requests served: the machine time a request costs, wherever it is "
+            "spent.",
             "",
             _table(main_results),
             "",
@@ -308,7 +325,8 @@ def main() -> str:
             f"Targets at 16 connections: check ≥ 75 % of ping — measured **{ratio16:.0%}**; check p99 ≤ 10 ms — "
             f"measured **{at16['p99']:.2f} ms**: " + ("both met." if met else "**not met** in this run."),
             "",
-            f"Same runs with gunicorn `{other}` workers (the alternative `WINNOW_WEB_WORKER_CLASS`):",
+            f"Same runs with gunicorn `{other}` workers{_threads(other)} (the alternative "
+            "`WINNOW_WEB_WORKER_CLASS`; a `sync` worker closes the connection after each answer):",
             "",
             _table(tables[other]),
             "",
