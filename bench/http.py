@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -116,6 +117,7 @@ class Server:
 
     def __init__(self, redis_url: str, data_dir: Path, *, worker_class: str, workers: int | None = None,
                  rate_limit: str = "100000000/minute"):
+        self.worker_class = worker_class
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log_path = data_dir / f"gunicorn-{worker_class}-{self.port}.log"
@@ -174,6 +176,20 @@ class Server:
                 continue
             total += int(fields[11]) + int(fields[12])
         return total
+
+    def spread(self) -> list[int]:
+        """How many open connections each worker holds now, most first (`ss`; empty where it is missing)."""
+        try:
+            out = subprocess.run(["ss", "-tnpH", "state", "established", f"( sport = :{self.port} )"],
+                                 capture_output=True, text=True, timeout=10).stdout
+        except (OSError, subprocess.SubprocessError):
+            return []
+        per_pid: dict[str, int] = {}
+        for pid in re.findall(r"pid=(\d+)", out):
+            per_pid[pid] = per_pid.get(pid, 0) + 1
+        workers = len(Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children").read_text().split())
+        counts = sorted(per_pid.values(), reverse=True)
+        return counts + [0] * max(0, workers - len(counts))
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -246,7 +262,14 @@ def _measure(server: Server, script: Path, seconds: float, redis_pid: int, conne
     watch = Interference(server, redis_pid)
     for c in connections:
         results[("ping", c)] = watch.run(run_wrk, server.base + "/ping", c, seconds)
+        # Kept-alive connections stay with the worker that accepted them: how evenly they landed explains the tail.
+        spread = threading.Timer(seconds / 2, lambda c=c: results.__setitem__(("spread", c), server.spread()))
+        keeps_alive = server.worker_class != "sync"  # sync workers close every connection after its answer
+        if keeps_alive:
+            spread.start()
         results[("check", c)] = watch.run(run_wrk, server.base + "/api/v1/check", c, seconds, script)
+        if keeps_alive:
+            spread.join()
     results["other_programs"] = watch.share
     return results
 
@@ -260,6 +283,11 @@ def _table(results: dict, connections=CONNECTIONS) -> str:
         errors = f" ({k['errors']} errors)" if k["errors"] else ""
         rows.append(f"| {c} | {p['rps']:,.0f} | {p['p50']:.2f} / {p['p99']:.2f} | {k['rps']:,.0f}{errors} | "
                     f"{k['p50']:.2f} / {k['p99']:.2f} | {k['rps'] / p['rps']:.0%} | {_cpu(p)} | {_cpu(k)} |")
+    spreads = [f"{c}: {' / '.join(map(str, results[('spread', c)]))}" for c in connections
+               if results.get(("spread", c))]
+    if spreads:
+        rows += ["", "Open connections per worker halfway through each check run (connections: most / ... / fewest): "
+                 + "; ".join(spreads) + "."]
     return "\n".join(rows)
 
 
