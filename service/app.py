@@ -10,7 +10,7 @@ from flask import Flask
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from service import akismet, api, auth, console, http, limits, metrics, models_api, ops
+from service import akismet, api, auth, console, http, limits, logs, metrics, models_api, ops
 from service.context import EXTENSION, Services
 from training.apikeys import KeyStore
 from training.checks import CheckStore, WriteBehind
@@ -21,6 +21,7 @@ from training.sites import SiteStore
 
 def create_app(settings: Settings | None = None, *, redis_client: redis.Redis | None = None,
                serving=None) -> Flask:
+    logs.configure()  # first, so what loading the model says is a JSON line like the rest
     settings = settings or Settings.from_env()
     app = Flask(__name__)
     app.config.update(SECRET_KEY=settings.secret_key, WINNOW_SETTINGS=settings,

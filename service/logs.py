@@ -105,7 +105,7 @@ class _BatchedLines(logging.Handler):
 _handler: _BatchedLines | None = None
 
 
-def _configure_logger() -> None:
+def configure() -> None:
     """Request lines, and every other `winnow.*` logger's messages, as JSON lines on stderr: a request's path or a
     comment's field quoted in a message can never start a line of its own."""
     global _handler
@@ -180,6 +180,6 @@ def _finished(response: Response) -> Response:
 
 
 def init_app(app: Flask) -> None:
-    _configure_logger()
+    configure()
     request_started.connect(_started, app)
     app.after_request(_finished)
