@@ -15,7 +15,13 @@ from training import rediskeys
 ALL_SITES = "*"
 ACTIVITY_DAYS = 400  # counters are kept a little over a year
 MAX_READ_DAYS = 366
-_SEP = "|"  # sites are URLs and moderator names are free text; the last field is split off with rpartition
+_SEP = "|"  # sites are URLs and moderator names are free text; a site's own "|" is written %7C (see _site)
+
+
+def _site(site: str) -> str:
+    """A site as the fields hold it: a "|" in its path is written %7C, so no site's fields can read as another's
+    (a host holds no "|": training/apikeys.normalise_site)."""
+    return site.replace(_SEP, "%7C")
 
 
 def day_of(ts: float) -> str:
@@ -32,7 +38,7 @@ def _bump(pipe, day: str, fields: dict[str, int]) -> None:
 def count_check(pipe, *, site: str, verdict: str, created_at: float) -> None:
     """Count one stored check (call inside the pipeline that stores it)."""
     fields = {}
-    for s in {site, ALL_SITES}:
+    for s in {_site(site), ALL_SITES}:
         fields[f"checks{_SEP}{s}"] = 1
         fields[f"verdict:{verdict}{_SEP}{s}"] = 1
     _bump(pipe, day_of(created_at), fields)
@@ -41,7 +47,7 @@ def count_check(pipe, *, site: str, verdict: str, created_at: float) -> None:
 def count_label(pipe, *, site: str, label: str, moderator: str, at: float | None = None) -> None:
     """Count one label or relabel by `moderator` (call inside the pipeline that stores it)."""
     fields = {}
-    for s in {site, ALL_SITES}:
+    for s in {_site(site), ALL_SITES}:
         fields[f"labels{_SEP}{s}"] = 1
         fields[f"label:{label}{_SEP}{s}"] = 1
         fields[f"by{_SEP}{s}{_SEP}{moderator or '?'}"] = 1
@@ -55,7 +61,7 @@ def daily(client: redis.Redis, *, days: int = 30, site: str | None = None, now: 
      "labels": [...], "labelled": {"ham": [...], "spam": [...]}, "moderators": {name: total}}
     """
     days = max(1, min(int(days), MAX_READ_DAYS))
-    site = site or ALL_SITES
+    site = _site(site) if site else ALL_SITES
     end = _dt.datetime.fromtimestamp(now if now is not None else time.time(), _dt.timezone.utc).date()
     names = [(end - _dt.timedelta(days=days - 1 - i)).isoformat() for i in range(days)]
     pipe = client.pipeline(transaction=False)

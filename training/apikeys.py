@@ -11,6 +11,7 @@ import secrets
 import string
 import threading
 import time
+import unicodedata
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -46,14 +47,25 @@ def normalise_site(value: Any, field: str = "site") -> str:
     host = (parts.hostname or "").lower()
     if scheme not in ("http", "https") or not host or any(c.isspace() for c in text) or len(text) > 512:
         raise ValidationError(field, "must be an http(s) URL such as https://blog.example.com")
-    if ":" in host:  # IPv6 literal
+    if ":" in host:  # IPv6 literal (no zone id)
+        if not all(c in _IPV6_CHARS for c in host):
+            raise ValidationError(field, "has an IPv6 address that is no address")
         host = f"[{host}]"
-    elif not all(c.isalnum() or c in ".-_" for c in host):
+    elif not all(c.isalnum() or c in ".-_" if c.isascii() else _host_letter(c) for c in host):
         raise ValidationError(field, "has a host name that is no host name")
     if port and not ((scheme == "http" and port == 80) or (scheme == "https" and port == 443)):
         host = f"{host}:{port}"
-    path = parts.path.rstrip("/").replace("|", "%7C")  # "|" separates fields that hold a site (training/activity)
+    path = parts.path.rstrip("/")
     return f"{scheme}://{host}{path}"
+
+
+_IPV6_CHARS = frozenset("0123456789abcdef:.")
+
+
+def _host_letter(c: str) -> bool:
+    """A character outside ASCII that a host name in another script may hold: letters, marks and digits, the joiners
+    some scripts need, and the full stops IDNA reads as dots. (In ASCII: letters, digits, ".", "-" and "_".)"""
+    return unicodedata.category(c)[0] in "LMN" or c in "\u200c\u200d\u3002\uff0e\uff61"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
