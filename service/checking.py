@@ -63,11 +63,11 @@ _ID_TAGS: dict[str, Any] = {}  # deployment secret -> the keyed hash that tags i
 
 
 def new_id() -> str:
-    """The creation time in milliseconds (11 hex digits), 28 random bits from the per-process generator (re-seeded
-    after fork; an id names a check, it guards nothing: site scope does, and os.urandom would cost a system call on
-    every check), then a 24-bit tag keyed by the deployment secret, so a lookup waits only for ids this deployment
-    made: a made-up recent id cannot hold a web thread for seconds."""
-    stamp = f"{int(time.time() * 1000):011x}{random.getrandbits(28):07x}"
+    """32 hex digits: the creation time in milliseconds (11), 52 random bits from the per-process generator (13;
+    re-seeded after fork: an id names a check, it guards nothing, site scope does, and os.urandom would cost a
+    system call on every check), then a 32-bit tag keyed by the deployment secret (8), so a lookup waits only for
+    ids this deployment made: a made-up recent id cannot hold a web thread for seconds."""
+    stamp = f"{int(time.time() * 1000):011x}{random.getrandbits(52):013x}"
     return stamp + _id_tag(stamp)
 
 
@@ -79,20 +79,20 @@ def _id_tag(stamp: str) -> str:
         keyed = _ID_TAGS[secret] = hmac.new(subkey, digestmod=hashlib.sha256)
     tag = keyed.copy()
     tag.update(stamp.encode("ascii", "replace"))
-    return tag.hexdigest()[:6]
+    return tag.hexdigest()[:8]
 
 
 def _may_be_settling(check_id: str) -> bool:
     """Whether an id unknown to Redis may still be on its way there: issued by this deployment (its tag holds)
     within the last SETTLE_SECONDS (a second of clock difference between machines allowed)."""
-    if len(check_id) != 24 or not check_id.isascii():
+    if len(check_id) != 32 or not check_id.isascii():
         return False
     try:
         made_ms = int(check_id[:11], 16)
     except ValueError:
         return False
     return -1.0 < time.time() - made_ms / 1000.0 < SETTLE_SECONDS and hmac.compare_digest(
-        _id_tag(check_id[:18]), check_id[18:])
+        _id_tag(check_id[:24]), check_id[24:])
 
 
 def check(comment: Comment, *, site: str, principal: KeyRecord | None, is_test: bool = False, source: str = "api",

@@ -456,8 +456,8 @@ def test_a_check_can_be_labelled_at_once_through_another_web_process(app, keys, 
         # An id that was never made is still answered at once, even one made up to look a moment old (or a
         # moment ahead): only ids this deployment issued (their tag is keyed by its secret) are waited for.
         now_ms = int(time.time() * 1000)
-        for made_up in ("00000000000aaaaaaaaaaaaa", f"{now_ms:011x}aaaaaaaaaaaaa", f"{now_ms + 900:011x}0123456789abc",
-                        f"{now_ms:011x}é{'a' * 12}"):
+        for made_up in ("0" * 11 + "a" * 21, f"{now_ms:011x}{'a' * 21}", f"{now_ms + 900:011x}0123456789abc01234567",
+                        f"{now_ms:011x}é{'a' * 20}"):
             started = time.monotonic()
             missing = second.post(f"/api/v1/comments/{made_up}/label", json={"label": "spam"},
                                   headers={"Authorization": f"Bearer {keys['mod']}"})
