@@ -122,6 +122,7 @@ def configure() -> None:
     parent.addHandler(handler)
     if parent.level == logging.NOTSET:
         parent.setLevel(logging.INFO)
+    parent.propagate = False  # a handler on the root logger would print each message again, as plain text
 
 
 def _log_request(fields: dict) -> None:

@@ -146,6 +146,10 @@ def test_every_winnow_logger_writes_json_lines_a_quoted_path_cannot_break(tmp_pa
     logs._handler.flush()  # earlier tests' lines go where they were headed
     stream = io.StringIO()
     monkeypatch.setattr(logs._handler, "stream", stream)
+    plain: list[logging.LogRecord] = []  # what a handler of a deployment's own on the root logger would print
+    root_handler = logging.Handler()
+    root_handler.emit = plain.append  # type: ignore[method-assign]
+    logging.getLogger().addHandler(root_handler)
     forged = '/x\n{"ts":1,"level":"info","logger":"winnow.request","forged":true}/label'
     logging.getLogger("winnow.http").warning("redis unavailable on POST %s", forged)
     try:
@@ -158,6 +162,8 @@ def test_every_winnow_logger_writes_json_lines_a_quoted_path_cannot_break(tmp_pa
     assert [(ln["logger"], ln["level"]) for ln in lines] == [("winnow.http", "warning"), ("winnow.akismet", "error")]
     assert all(forged in ln["message"] and "forged" not in ln for ln in lines)
     assert "RuntimeError: boom" in lines[1]["exception"]
+    logging.getLogger().removeHandler(root_handler)
+    assert not [rec for rec in plain if rec.name.startswith("winnow")]  # once, as JSON, never again as text
 
 
 def test_a_worker_freezes_its_heap_and_again_after_a_model_swap(tmp_path, monkeypatch):
