@@ -166,7 +166,9 @@ class LengthenedBodies:
         self.limit = limit
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
-        if not environ.get("CONTENT_LENGTH") and "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+        # Only from a server that ends the stream itself (gunicorn does): elsewhere a read could wait for the client.
+        if (environ.get("wsgi.input_terminated") and not environ.get("CONTENT_LENGTH")
+                and "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()):
             stream = environ["wsgi.input"]
             parts, size = [], 0
             while size <= self.limit:
