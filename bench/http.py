@@ -127,6 +127,8 @@ class Server:
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         if workers:
             env["WINNOW_WEB_WORKERS"] = str(workers)
+        if worker_class == "sync":  # more threads would make gunicorn run it as gthread
+            env["WINNOW_WEB_THREADS"] = "1"
         self._log = open(self.log_path, "wb")
         gunicorn = str(Path(sys.executable).parent / "gunicorn")
         self.process = subprocess.Popen([gunicorn, "--config", str(ROOT / "service" / "gunicorn_conf.py"),
@@ -187,7 +189,10 @@ class Server:
         per_pid: dict[str, int] = {}
         for pid in re.findall(r"pid=(\d+)", out):
             per_pid[pid] = per_pid.get(pid, 0) + 1
-        workers = len(Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children").read_text().split())
+        try:
+            workers = len(Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children").read_text().split())
+        except OSError:  # a kernel without the children file
+            workers = 0
         counts = sorted(per_pid.values(), reverse=True)
         return counts + [0] * max(0, workers - len(counts))
 
@@ -296,7 +301,7 @@ def _cpu(result: dict) -> str:
 
 
 def _threads(worker_class: str) -> str:
-    threads = os.environ.get("WINNOW_WEB_THREADS") or ("4" if worker_class == "gthread" else "1")
+    threads = "1" if worker_class == "sync" else os.environ.get("WINNOW_WEB_THREADS") or "4"
     return f" of {threads} thread{'s' if threads != '1' else ''} each"
 
 
