@@ -55,7 +55,7 @@ class CheckResult:
                 "reasons": self.reasons, "model_version": self.model_version, "shadow": self.shadow}
 
 
-# A check is written to Redis behind its answer (training.checks.WriteBehind, every 50 ms), and the next request
+# A check is written to Redis behind its answer (training.checks.WriteBehind, every 250 ms), and the next request
 # about it — a label by id, an Akismet submit with its guid — may reach another web process. Looking up an id this
 # deployment issued less than this long ago waits for it to land instead of answering 404.
 SETTLE_SECONDS = 2.0
