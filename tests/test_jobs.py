@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import datetime as dt
 import threading
 import time
@@ -205,6 +206,31 @@ def test_single_flight_and_exactly_one_follow_up(r, settings, backwards_model, m
     assert runs[0]["reason"] == "follow-up: ask 0"
     assert not overlap and Queue(settings.queue_name, connection=r).count == 0
     assert r.get(keys.RETRAIN_ACTIVE) is None and r.get(keys.RETRAIN_PENDING) is None
+
+
+def test_a_full_refit_asked_for_is_never_folded_into_a_quick_one(r, settings, backwards_model):
+    seed_champion(r, settings, backwards_model)
+    store_labels(r, campaign(60, seed=21))
+    quick = jobs.enqueue_retrain(r, settings, reason="50 new labels")
+    assert jobs.enqueue_retrain(r, settings, reason="again") == quick  # joins the queued run, as before
+    # The nightly full refit, asked for while that quick run waits: booked as the follow-up, not lost in it.
+    nightly = jobs.enqueue_retrain(r, settings, reason="schedule", by="clock", full=True)
+    assert nightly != quick and json.loads(r.get(keys.RETRAIN_PENDING))["full"] is True
+    assert jobs.enqueue_retrain(r, settings, reason="more labels") == quick  # it reads them anyway
+    assert jobs.enqueue_retrain(r, settings, reason="by hand", full=True) == nightly
+    run_burst(r, settings)
+    runs = {run["job_id"]: run for run in jobs.recent_runs(r)}
+    assert runs[quick]["full_requested"] is False and runs[nightly]["full_requested"] is True
+    # Any ask joins a queued full refit; a full ask when a quick follow-up is booked makes that one full.
+    full = jobs.enqueue_retrain(r, settings, reason="by hand", full=True)
+    assert jobs.enqueue_retrain(r, settings, reason="labels") == full
+    assert jobs.enqueue_retrain(r, settings, reason="schedule", full=True) == full
+    assert r.get(keys.RETRAIN_PENDING) is None
+    run_burst(r, settings)
+    jobs.enqueue_retrain(r, settings, reason="labels")
+    r.set(keys.RETRAIN_PENDING, json.dumps({"job_id": "retrain-999", "reason": "labels", "full": False}))
+    assert jobs.enqueue_retrain(r, settings, reason="schedule", full=True) == "retrain-999"
+    assert json.loads(r.get(keys.RETRAIN_PENDING))["full"] is True
 
 
 def test_a_failed_run_is_retried_with_backoff(r, settings, backwards_model, monkeypatch):

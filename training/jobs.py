@@ -68,18 +68,24 @@ def enqueue_retrain(redis: redis_lib.Redis, settings: Settings, reason: str = "m
     """Ask for a retrain and return its job id.
 
     While a retrain waits in the queue, asking again returns that job's id (it will read the new labels anyway);
-    while one runs, the first ask books exactly one follow-up run and every later ask returns the same id.
+    while one runs, the first ask books exactly one follow-up run and every later ask returns the same id. A full
+    refit asked for is never lost that way: it books the follow-up as a full one (or makes the booked one full)
+    unless the job it would join is a full refit itself.
     """
     recover_abandoned(redis, settings)
     queue = Queue(settings.queue_name, connection=redis)
 
     def decide(pipe, active, pending):
         state = _flight_state(redis, active)
-        if state == "waiting":
+        if state == "waiting" and (not full or _refits_fully(redis, active)):
             return active
-        if state == "running":
+        if state is not None:  # running, or waiting to run without the full refit asked for now
             if pending is not None:
-                return json.loads(pending)["job_id"]
+                spec = json.loads(pending)
+                if full and not spec.get("full"):
+                    pipe.multi()
+                    pipe.set(keys.RETRAIN_PENDING, json.dumps({**spec, "full": True}))
+                return spec["job_id"]
             job_id = _next_job_id(redis)
             pipe.multi()
             pipe.set(keys.RETRAIN_PENDING, json.dumps(
@@ -268,6 +274,13 @@ def _flight_state(redis: redis_lib.Redis, job_id: str | None) -> str | None:
     if status == JobStatus.STARTED:
         return "running"
     return None
+
+
+def _refits_fully(redis: redis_lib.Redis, job_id: str) -> bool:
+    try:
+        return bool(Job.fetch(job_id, connection=redis).kwargs.get("full"))
+    except NoSuchJobError:
+        return False
 
 
 def _enqueue(queue: Queue, job_id: str, *, site, reason, by, full=False, pipeline=None) -> Job:
