@@ -339,8 +339,8 @@ def test_the_schedule_is_data_rq_cron_accepts(r, settings):
     assert recover.should_run()
     for spec in specs:
         assert spec["job_timeout"] and spec["failure_ttl"] and spec["result_ttl"]
-    # The clock's jobs go through the single-flight path: a scheduled ask joins the retrain already queued.
-    first = jobs.enqueue_retrain(r, settings, reason="by hand")
+    # The clock's jobs go through the single-flight path: a scheduled ask joins the full retrain already queued.
+    first = jobs.enqueue_retrain(r, settings, reason="by hand", full=True)
     assert jobs.scheduled_retrain() == first
     assert jobs.recover_retrain() is None
     assert Queue(settings.queue_name, connection=r).job_ids == [first]
