@@ -100,6 +100,32 @@ def test_promote_and_rollback_keep_a_history(registry, models):
     assert registry.current_version() == v1
 
 
+def test_rollback_survives_a_repeated_promotion_a_long_history_and_a_race(registry, models, r, monkeypatch):
+    taught, backwards = models
+    v1 = registry.publish(taught, promoted_by="a", reason="one", promote=True)
+    v2 = registry.publish(backwards, promoted_by="a", reason="two", promote=True)
+    history = len(registry.history())
+    assert registry.promote(v2, by="admin:alice", reason="clicked twice")["serving"] is True  # changes nothing
+    assert len(registry.history()) == history
+    for i in range(600):  # gate refusals push the promotion out of the kept history
+        registry.record_rejection({"version": ""}, by="retrain", reason=f"worse {i}")
+    assert all(e["kind"] == "reject" for e in registry.history())
+    assert registry.rollback(by="admin:alice")["version"] == v1
+    registry.promote(v2, by="admin:alice", reason="again")
+    # A retrain promotes v3 between the rollback's read of the serving version and its promotion: refused.
+    v3 = registry.publish(taught, promoted_by="retrain", reason="better")
+    real_target = registry._rollback_target
+
+    def racing_target(current):
+        target = real_target(current)
+        registry.promote(v3, by="retrain", reason="better")
+        return target
+    monkeypatch.setattr(registry, "_rollback_target", racing_target)
+    with pytest.raises(RegistryError, match="changed from v2 to v3"):
+        registry.rollback(by="admin:alice")
+    assert registry.current_version() == v3 and registry.history()[0]["kind"] == "promote"
+
+
 def test_prune_keeps_the_newest_and_never_the_serving_one(registry, models, settings):
     taught, _ = models
     first = registry.publish(taught, promote=True)

@@ -153,7 +153,7 @@ class Registry:
                     info = dict(base, status="candidate" if refused else status or
                                 ("promoted" if promote else "candidate"))
                     if promoting:
-                        info.update(promoted_at=now, promoted_by=promoted_by, promote_reason=why)
+                        info.update(promoted_at=now, promoted_by=promoted_by, promote_reason=why, replaced=previous)
                     elif refused:
                         info["reason"] = why
                     else:
@@ -174,11 +174,15 @@ class Registry:
         self.prune()
         return version
 
-    def promote(self, version: str, by: str, reason: str = "", *, kind: str = "promote") -> dict:
+    def promote(self, version: str, by: str, reason: str = "", *, kind: str = "promote",
+                expected_current: str | None = None) -> dict:
         """Make `version` the serving one: pointer, version metadata and history change together or not at all.
 
         The artifact is loaded and verified first: a version no web node would load (foreign HMAC, another
         scikit-learn) is refused with RegistryError instead of leaving every node serving its previous model.
+        With `expected_current`, a serving version that changed meanwhile refuses the promotion (RegistryError).
+        Promoting the version that already serves changes nothing. A promotion (not a rollback) records the version
+        it replaced, which is where a later rollback returns to.
         """
         from training import artifacts
 
@@ -195,9 +199,18 @@ class Registry:
                     if raw is None:
                         raise UnknownVersion(version)
                     previous = _text(pipe.get(keys.MODEL_CURRENT))
+                    if expected_current is not None and previous != expected_current:
+                        raise RegistryError(f"the serving version changed from {expected_current} to {previous} "
+                                            "meanwhile; nothing was changed")
                     info = json.loads(raw)
+                    if previous == version:
+                        pipe.unwatch()
+                        info["serving"] = True
+                        return info
                     now = time.time()
                     info.update(status="promoted", promoted_at=now, promoted_by=by, promote_reason=reason)
+                    if kind == "promote":
+                        info["replaced"] = previous
                     pipe.multi()
                     pipe.hset(key, "info", json.dumps(info))
                     pipe.set(keys.MODEL_CURRENT, version)
@@ -216,7 +229,8 @@ class Registry:
         target = self._rollback_target(current)
         if target is None:
             raise RegistryError(f"no earlier kept version to roll back to from {current}")
-        return self.promote(target, by, reason or f"rollback from {current}", kind="rollback")
+        return self.promote(target, by, reason or f"rollback from {current}", kind="rollback",
+                            expected_current=current)
 
     def record_rejection(self, version_meta: dict, by: str, reason: str) -> None:
         """A challenger refused without storing its artifact still leaves a trace in the history."""
@@ -287,18 +301,25 @@ class Registry:
         pipe.ltrim(keys.MODEL_HISTORY, 0, HISTORY_LIMIT - 1)
 
     def _rollback_target(self, current: str) -> str | None:
-        # Follow the chain of promotions backwards: the event that put `current` in place names what it replaced;
-        # rollback events themselves are skipped so two rollbacks step back twice instead of toggling.
+        # Follow the chain of promotions backwards: each version's last promotion names what it replaced (in its
+        # metadata; for a version promoted before that was kept, or no longer kept itself, in the history).
+        # Rollbacks record nothing there, so two rollbacks step back twice instead of toggling.
         seen = {current}
         version = current
-        events = self.history(HISTORY_LIMIT)
+        events: list[dict] | None = None
         while True:
-            event = next((e for e in events if e["kind"] == "promote" and e["version"] == version), None)
-            if event is None or not event.get("previous"):
+            raw = self.redis.hget(keys.MODEL_VERSION.format(version=version), "info")
+            info = json.loads(raw) if raw else {}
+            if "replaced" in info:
+                previous = info["replaced"]
+            else:
+                if events is None:
+                    events = self.history(HISTORY_LIMIT)
+                event = next((e for e in events if e["kind"] == "promote" and e["version"] == version), None)
+                previous = event.get("previous") if event else None
+            if not previous or previous in seen:
                 return None
-            version = event["previous"]
-            if version in seen:
-                return None
+            version = previous
             seen.add(version)
             if self.redis.exists(keys.MODEL_VERSION.format(version=version)):
                 return version
