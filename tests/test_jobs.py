@@ -327,6 +327,27 @@ def test_a_live_run_is_not_mistaken_for_an_abandoned_one(r, settings):
     assert jobs.recover_abandoned(r, settings) is None  # too fresh: it may not have taken the lock yet
 
 
+def test_a_run_that_ended_is_closed_not_run_again(r, settings):
+    # Between a run's release of the lock and its closing of the flight, it looks like one a dead worker left.
+    job_id = jobs.enqueue_retrain(r, settings)
+    job = Job.fetch(job_id, connection=r)
+    Queue(settings.queue_name, connection=r).remove(job)
+    job.started_at = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=600)
+    job.meta.update(stage="done: promote", progress=1.0)
+    job.save()
+    job.set_status(JobStatus.STARTED)
+    r.set(keys.RETRAIN_PENDING, json.dumps({"job_id": "retrain-77", "reason": "asked meanwhile", "full": False}))
+    assert jobs.recover_abandoned(r, settings) is None
+    job = Job.fetch(job_id, connection=r)
+    assert job.retries_left == 3 and "recoveries" not in job.meta  # not requeued, no retry spent
+    assert _text_of(r.get(keys.RETRAIN_ACTIVE)) == "retrain-77" and r.get(keys.RETRAIN_PENDING) is None
+    assert Queue(settings.queue_name, connection=r).job_ids == ["retrain-77"]  # the follow-up it promised
+
+
+def _text_of(value) -> str | None:
+    return value.decode() if value is not None else None
+
+
 def test_the_schedule_is_data_rq_cron_accepts(r, settings):
     specs = periodic_jobs(settings)
     assert {s["name"] for s in specs} == {"retrain-nightly", "retrain-recover"}

@@ -188,6 +188,11 @@ def recover_abandoned(redis: redis_lib.Redis, settings: Settings) -> str | None:
         return None
     if job.get_status(refresh=False) != JobStatus.STARTED:
         return None
+    if str(job.meta.get("stage", "")).startswith("done"):
+        # The run ended and recorded its decision; its worker released the lock and is closing the flight (or died
+        # before it could). Close it here, twice is harmless; running the same retrain again would not be.
+        _finish_flight(redis, settings, active)
+        return None
     began = job.started_at or job.enqueued_at
     if began is None or time.time() - began.timestamp() < 2 * settings.retrain_lock_seconds:
         return None  # it may not have taken the lock yet
