@@ -62,17 +62,16 @@ SETTLE_SECONDS = 2.0
 _ID_TAGS: dict[str, Any] = {}  # deployment secret -> the keyed hash that tags its check ids
 
 
-def new_id() -> str:
+def new_id(secret: str) -> str:
     """32 hex digits: the creation time in milliseconds (11), 52 random bits from the per-process generator (13;
     re-seeded after fork: an id names a check, it guards nothing, site scope does, and os.urandom would cost a
     system call on every check), then a 32-bit tag keyed by the deployment secret (8), so a lookup waits only for
     ids this deployment made: a made-up recent id cannot hold a web thread for seconds."""
     stamp = f"{int(time.time() * 1000):011x}{random.getrandbits(52):013x}"
-    return stamp + _id_tag(stamp)
+    return stamp + _id_tag(stamp, secret)
 
 
-def _id_tag(stamp: str) -> str:
-    secret = services().settings.secret_key
+def _id_tag(stamp: str, secret: str) -> str:
     keyed = _ID_TAGS.get(secret)
     if keyed is None:
         subkey = hmac.new(secret.encode(), b"winnow check ids", hashlib.sha256).digest()
@@ -92,7 +91,7 @@ def _may_be_settling(check_id: str) -> bool:
     except ValueError:
         return False
     return -1.0 < time.time() - made_ms / 1000.0 < SETTLE_SECONDS and hmac.compare_digest(
-        _id_tag(check_id[:24]), check_id[24:])
+        _id_tag(check_id[:24], services().settings.secret_key), check_id[24:])
 
 
 def check(comment: Comment, *, site: str, principal: KeyRecord | None, is_test: bool = False, source: str = "api",
@@ -118,8 +117,9 @@ def check(comment: Comment, *, site: str, principal: KeyRecord | None, is_test: 
     if policy.shadow:
         answered, discard = "ham", False
     record = CheckRecord(
-        id=new_id(), site=site, comment=comment, verdict=real, answered=answered, score=score, discard=discard,
-        model_version=str(version or ""), created_at=time.time(), reasons=tuple(reasons), shadow=policy.shadow,
+        id=new_id(svc.settings.secret_key), site=site, comment=comment, verdict=real, answered=answered, score=score,
+        discard=discard, model_version=str(version or ""), created_at=time.time(), reasons=tuple(reasons),
+        shadow=policy.shadow,
         trusted=trusted, is_test=is_test, source=source, key_id=principal.id if principal else "",
         refs=tuple((str(k), str(v)) for k, v in (ids or {}).items()),
     )
