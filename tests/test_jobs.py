@@ -340,12 +340,8 @@ def test_a_run_that_ended_is_closed_not_run_again(r, settings):
     assert jobs.recover_abandoned(r, settings) is None
     job = Job.fetch(job_id, connection=r)
     assert job.retries_left == 3 and "recoveries" not in job.meta  # not requeued, no retry spent
-    assert _text_of(r.get(keys.RETRAIN_ACTIVE)) == "retrain-77" and r.get(keys.RETRAIN_PENDING) is None
+    assert jobs._text(r.get(keys.RETRAIN_ACTIVE)) == "retrain-77" and r.get(keys.RETRAIN_PENDING) is None
     assert Queue(settings.queue_name, connection=r).job_ids == ["retrain-77"]  # the follow-up it promised
-
-
-def _text_of(value) -> str | None:
-    return value.decode() if value is not None else None
 
 
 def test_the_schedule_is_data_rq_cron_accepts(r, settings):
