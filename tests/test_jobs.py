@@ -208,6 +208,61 @@ def test_single_flight_and_exactly_one_follow_up(r, settings, backwards_model, m
     assert r.get(keys.RETRAIN_ACTIVE) is None and r.get(keys.RETRAIN_PENDING) is None
 
 
+def test_a_run_in_a_shell_is_the_flight_and_starts_the_follow_up_asked_meanwhile(r, settings, backwards_model,
+                                                                                monkeypatch):
+    """`winnow retrain --now`: an ask while it runs books the follow-up (no job waiting for the lock, using up
+    its retries) and the follow-up runs once the shell's run ends."""
+    seed_champion(r, settings, backwards_model)
+    store_labels(r, campaign(60, seed=12))
+    release = threading.Event()
+    real_train = jobs._train
+
+    def slow_train(*args, **kwargs):
+        release.wait(20)
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(jobs, "_train", slow_train)
+    records = []
+    shell = threading.Thread(target=lambda: records.append(jobs.run_here(r, settings, reason="shell", full=True)))
+    shell.start()
+    deadline = time.monotonic() + 20
+    while not (r.exists(keys.RETRAIN_LOCK) and jobs._text(r.get(keys.RETRAIN_ACTIVE) or b"").startswith("here-")):
+        assert time.monotonic() < deadline, "the shell's run never took the flight"
+        time.sleep(0.02)
+    here = jobs._text(r.get(keys.RETRAIN_ACTIVE))
+
+    asked = jobs.enqueue_retrain(r, settings, reason="labels meanwhile")
+    assert jobs.job_status(r, asked)["status"] == "pending"
+    assert Queue(settings.queue_name, connection=r).count == 0
+    with pytest.raises(jobs.RetrainBusy, match=here):
+        jobs.run_here(r, settings)  # a second shell is refused at once
+    release.set()
+    shell.join(30)
+    assert records and records[0]["job_id"] == here and records[0]["decision"] == "promote"
+    assert jobs._text(r.get(keys.RETRAIN_ACTIVE)) == asked and Queue(settings.queue_name, connection=r).count == 1
+
+    store_labels(r, campaign(30, seed=13), start_at=1_800_000_000.0)
+    run_burst(r, settings)
+    status = jobs.job_status(r, asked)
+    assert status["status"] == "finished" and status["result"]["reason"] == "follow-up: labels meanwhile"
+    assert r.get(keys.RETRAIN_ACTIVE) is None and r.get(keys.RETRAIN_PENDING) is None
+
+
+def test_a_shell_run_refuses_while_a_job_is_queued_and_a_dead_one_blocks_nothing(r, settings, backwards_model):
+    seed_champion(r, settings, backwards_model)
+    store_labels(r, campaign(60, seed=14))
+    queued = jobs.enqueue_retrain(r, settings, reason="queued")
+    with pytest.raises(jobs.RetrainBusy, match=queued):
+        jobs.run_here(r, settings)
+    run_burst(r, settings)
+
+    # A shell killed mid-run leaves its id behind; its lease is gone, so the flight is over.
+    r.set(keys.RETRAIN_ACTIVE, "here-99")
+    r.set(keys.RETRAIN_PENDING, json.dumps({"job_id": "retrain-98", "reason": "asked meanwhile", "full": False}))
+    assert jobs.recover_retrain() == "retrain-98"
+    assert Queue(settings.queue_name, connection=r).count == 1
+
+
 def test_a_full_refit_asked_for_is_never_folded_into_a_quick_one(r, settings, backwards_model):
     seed_champion(r, settings, backwards_model)
     store_labels(r, campaign(60, seed=21))

@@ -326,6 +326,8 @@ def test_cli_lists_promotes_and_rolls_back(registry, models, settings, monkeypat
     assert main(["retrain"]) == 0
     job_id = capsys.readouterr().out.strip()
     assert job_id.startswith("retrain-")
+    assert main(["retrain", "--now"]) == 5  # one at a time: the queued one first
+    assert f"retrain {job_id} is queued or running" in capsys.readouterr().err
 
 
 # ---- promotion races and refusals --------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ RESULT_TTL = 7 * 86400      # finished retrains stay visible at GET /api/v1/jobs
 FAILURE_TTL = 30 * 86400
 RETRY_INTERVALS = [10, 30, 60]
 JOB_PREFIX = "retrain-"
+HERE_PREFIX = "here-"       # the flight of a retrain run in a shell (`winnow retrain --now`), not on a worker
 
 # The gate's evaluation plan.
 HOLDOUT_FRACTION = 0.2      # newest share of labels held out
@@ -269,6 +270,8 @@ def _flight_state(redis: redis_lib.Redis, job_id: str | None) -> str | None:
     """'waiting' (queued, scheduled for a retry), 'running', or None when nothing is in flight."""
     if not job_id:
         return None
+    if job_id.startswith(HERE_PREFIX):  # a run in a shell: in flight while its lease lives
+        return "running" if redis.exists(keys.RETRAIN_LOCK) else None
     try:
         job = Job.fetch(job_id, connection=redis)
     except NoSuchJobError:
@@ -342,14 +345,61 @@ def run_retrain(redis: redis_lib.Redis, settings: Settings, *, site: str | None 
     if not lease.acquire(wait=settings.retrain_lock_seconds + 5):
         raise RetrainBusy("another retrain holds the lock")
     try:
-        # Labels counted from here on belong to the next retrain.
-        with redis.pipeline(transaction=False) as pipe:
-            pipe.set(keys.RETRAIN_NEW_LABELS, 0)
-            pipe.set(keys.RETRAIN_OVERTURNS, 0)
-            pipe.execute()
-        return _Retrain(redis, settings, lease, job, site, reason, requested_by, full).run()
+        return _run_locked(redis, settings, lease, job, site, reason, requested_by, full)
     finally:
         lease.release()
+
+
+def run_here(redis: redis_lib.Redis, settings: Settings, *, reason: str = "manual", requested_by: str | None = None,
+             full: bool = False) -> dict:
+    """`winnow retrain --now`: one retrain in this process, inside the single flight. Returns the run record.
+
+    Refused (RetrainBusy) while a retrain is queued or running. While it runs it is the flight: asking for a retrain
+    meanwhile books the one follow-up, which it enqueues when it ends, instead of queueing a job that would wait for
+    the lock and use up its retries. If this process dies, its flight ends with its lock's lease."""
+    recover_abandoned(redis, settings)
+    active = _text(redis.get(keys.RETRAIN_ACTIVE))
+    if _flight_state(redis, active) is not None:
+        raise RetrainBusy(f"retrain {active} is queued or running")
+    lease = _Lease(redis, settings.retrain_lock_seconds)
+    if not lease.acquire(wait=settings.retrain_lock_seconds + 5):
+        raise RetrainBusy("another retrain holds the lock")
+    try:
+        here = f"{HERE_PREFIX}{int(redis.incr(keys.RETRAIN_SEQ))}"
+
+        def decide(pipe, active, pending):
+            # Holding the lock, an earlier run in a shell is over (its lease ran out); a job may have been
+            # queued between the look above and the lock.
+            if active and not active.startswith(HERE_PREFIX) and _flight_state(redis, active) is not None:
+                return active
+            pipe.multi()
+            pipe.set(keys.RETRAIN_ACTIVE, here)
+            return here
+
+        claimed = _in_flight_transaction(redis, decide)
+        if claimed != here:
+            raise RetrainBusy(f"retrain {claimed} is queued or running")
+        try:
+            return _run_locked(redis, settings, lease, None, None, reason, requested_by, full, run_id=here)
+        finally:
+            follow_up = _finish_flight(redis, settings, here)
+            if follow_up:
+                log.info("retrain %s ended; follow-up %s enqueued", here, follow_up)
+    finally:
+        lease.release()
+
+
+def _run_locked(redis: redis_lib.Redis, settings: Settings, lease: "_Lease", job: Job | None, site: str | None,
+                reason: str, requested_by: str | None, full: bool, run_id: str | None = None) -> dict:
+    # Labels counted from here on belong to the next retrain.
+    with redis.pipeline(transaction=False) as pipe:
+        pipe.set(keys.RETRAIN_NEW_LABELS, 0)
+        pipe.set(keys.RETRAIN_OVERTURNS, 0)
+        pipe.execute()
+    run = _Retrain(redis, settings, lease, job, site, reason, requested_by, full)
+    if run_id:
+        run.record["job_id"] = run_id
+    return run.run()
 
 
 @dataclass

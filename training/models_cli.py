@@ -147,7 +147,7 @@ def cmd_retrain(args) -> int:
     settings, client = _context()
     if args.now:
         try:
-            record = jobs.run_retrain(client, settings, reason=args.reason, requested_by=_who(), full=args.full)
+            record = jobs.run_here(client, settings, reason=args.reason, requested_by=_who(), full=args.full)
         except jobs.RetrainBusy as exc:
             raise CommandError(str(exc), 5) from None
         _print_run(record, args.json)

@@ -36,7 +36,7 @@ MODEL_BOOTSTRAP_LOCK = PREFIX + "model:bootstrap"   # lock: one process seeds an
 
 # Learning loop (retrain single flight, triggers, run records)
 RETRAIN_LOCK = PREFIX + "retrain:lock"              # lock held while a retrain runs (extended by a heartbeat)
-RETRAIN_ACTIVE = PREFIX + "retrain:active"          # string: id of the queued or running retrain job
+RETRAIN_ACTIVE = PREFIX + "retrain:active"          # string: id of the queued or running retrain (here-N: in a shell)
 RETRAIN_PENDING = PREFIX + "retrain:pending"        # JSON: the one follow-up asked for while a retrain runs
 RETRAIN_SEQ = PREFIX + "retrain:seq"                # counter: retrain job ids
 RETRAIN_RUNS = PREFIX + "retrain:runs"              # list (newest first): every retrain run's record as JSON
