@@ -98,7 +98,7 @@ def _store_chunk(where: tuple, rows: list) -> list:
         client = _STORE_CLIENTS[where] = redis.Redis(host=host, port=port, db=db)
     records = [dataclasses.replace(labels.for_comment(SITE, comment, label, by="moderator:bench"), labelled_at=at)
                for comment, label, at in rows]
-    return labels.LabelStore(client).put_many(records)
+    return labels.LabelStore(client).put_many(records, keep_times=True)
 
 
 _STORE_CLIENTS: dict = {}

@@ -74,7 +74,7 @@ def store_labels(r, rows, start_at: float = 1_700_000_000.0, flip_older_than: in
             label = "ham" if label == "spam" else "spam"
         rec = labels.for_comment(SITE, comment, label, by="moderator:test")
         records.append(dataclasses.replace(rec, labelled_at=start_at + i))
-    return LabelStore(r).put_many(records)
+    return LabelStore(r).put_many(records, keep_times=True)
 
 
 def run_burst(r, settings):

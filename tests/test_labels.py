@@ -19,7 +19,7 @@ def put(store, rows, start_at=1_700_000_000.0):
     for i, (site, text, label) in enumerate(rows):
         rec = labels.for_comment(site, Comment(content=text, author=f"a{i}"), label, by="moderator:test")
         records.append(dataclasses.replace(rec, labelled_at=start_at + i))
-    return store.put_many(records)
+    return store.put_many(records, keep_times=True)
 
 
 def test_training_index_is_oldest_first_with_labels_counts_and_the_newest_time(redis_client):
@@ -35,7 +35,7 @@ def test_training_index_is_oldest_first_with_labels_counts_and_the_newest_time(r
     mine = store.training_index(SITE)
     assert mine.ids == [r.id for r, (site, _, _) in zip(records, rows) if site == SITE]
     # a relabel moves the label to the end (its time is the relabel's) and changes its class
-    store.put(dataclasses.replace(records[0], label="spam", labelled_at=1_700_000_100.0))
+    store.put(dataclasses.replace(records[0], label="spam", labelled_at=1_700_000_100.0), keep_times=True)
     index = store.training_index()
     assert index.ids[-1] == records[0].id and index.y[-1] == 1 and index.last_time == 1_700_000_100.0
     empty = LabelStore(redis_client).training_index("https://nobody.example")
@@ -71,3 +71,27 @@ def test_a_label_batch_reads_through_its_own_connection(redis_client):
     assert labels._worker_client(copy.connection) is not redis_client
     assert labels._worker_client(copy.connection).connection_pool.connection_kwargs["db"] == \
         redis_client.connection_pool.connection_kwargs["db"]
+
+
+def test_labels_are_stamped_by_redis_in_the_order_they_land(redis_client):
+    """A web process whose clock runs behind still gives its label a time after every label already stored, so
+    a retrain that read the labels up to some time never leaves a later label out of the next quick update."""
+    store = LabelStore(redis_client)
+    seconds, micros = redis_client.time()
+    redis_now = seconds + micros / 1e6
+    first = store.put(labels.for_comment(SITE, Comment(content="first"), "spam", by="moderator:test"))
+    skewed = dataclasses.replace(labels.for_comment(SITE, Comment(content="second"), "ham", by="moderator:test"),
+                                 labelled_at=redis_now - 3600)  # written by a process an hour behind
+    second = store.put(skewed)
+    assert redis_now <= first.labelled_at <= second.labelled_at < redis_now + 60
+    assert store.get(second.id).labelled_at == second.labelled_at
+    assert store.training_index(newer_than=first.labelled_at).newer == 1
+    assert [entry["at"] for entry in store.audit(second.id)] == [second.labelled_at]
+
+    relabelled = store.put(dataclasses.replace(skewed, label="spam"))
+    assert relabelled.previous == "ham" and relabelled.labelled_at >= second.labelled_at
+    assert store.put(dataclasses.replace(skewed, label="spam")).labelled_at == relabelled.labelled_at  # unchanged
+    removed = store.remove(second.id, by="moderator:test")
+    assert removed is not None
+    trail = store.audit(second.id)
+    assert [e["to"] for e in trail] == ["ham", "spam", None] and trail[-1]["at"] >= relabelled.labelled_at

@@ -26,30 +26,39 @@ log = logging.getLogger("winnow.labels")
 MAX_BATCH = 1000
 
 # Atomic put: compare with the current label, move the id between label indices, append the audit entry and take
-# the id out of the moderation queue. Returns the previous label ("" when new); an unchanged label is a no-op.
+# the id out of the moderation queue. The label is stamped with Redis's clock (unless ARGV[3] gives a time), so
+# stamps follow the order labels land in whichever web process wrote them: a retrain that read every label up to
+# some stamp has read every label that landed before it, and a label landing later is newer. Returns {previous
+# label ("" when new), the stamp}; an unchanged label is a no-op that returns its stamp.
 # KEYS: label hash, audit list, overturns, idx all/site, idx all/*, idx ham/site, idx ham/*, idx spam/site,
-#       idx spam/*, then queue indices to leave.  ARGV: id, label, now, audit entry without its closing brace and
-#       "from", overturn (1/0), created_at, then the hash's field/value pairs.
+#       idx spam/*, then queue indices to leave.  ARGV: id, label, time ("" for Redis's clock), audit entry without
+#       "at", "from" and its closing brace, overturn (1/0), unused, then the hash's field/value pairs.
 _PUT = """
 local old = redis.call('HGET', KEYS[1], 'label')
-if old == ARGV[2] then return old end
+if old == ARGV[2] then return {old, redis.call('HGET', KEYS[1], 'labelled_at')} end
+local now = ARGV[3]
+if now == '' then
+  local t = redis.call('TIME')
+  now = t[1] .. '.' .. string.format('%06d', tonumber(t[2]))
+end
 redis.call('HSET', KEYS[1], unpack(ARGV, 7))
-redis.call('HSETNX', KEYS[1], 'created_at', ARGV[6])
+redis.call('HSET', KEYS[1], 'labelled_at', now)
+redis.call('HSETNX', KEYS[1], 'created_at', now)
 local id = ARGV[1]
-redis.call('ZADD', KEYS[4], ARGV[3], id)
-redis.call('ZADD', KEYS[5], ARGV[3], id)
+redis.call('ZADD', KEYS[4], now, id)
+redis.call('ZADD', KEYS[5], now, id)
 local add, drop = 6, 8
 if ARGV[2] == 'spam' then add, drop = 8, 6 end
-redis.call('ZADD', KEYS[add], ARGV[3], id)
-redis.call('ZADD', KEYS[add + 1], ARGV[3], id)
+redis.call('ZADD', KEYS[add], now, id)
+redis.call('ZADD', KEYS[add + 1], now, id)
 redis.call('ZREM', KEYS[drop], id)
 redis.call('ZREM', KEYS[drop + 1], id)
 local from = 'null'
 if old then from = '"' .. old .. '"' end
-redis.call('RPUSH', KEYS[2], ARGV[4] .. ',"from":' .. from .. '}')
-if ARGV[5] == '1' then redis.call('ZADD', KEYS[3], ARGV[3], id) else redis.call('ZREM', KEYS[3], id) end
+redis.call('RPUSH', KEYS[2], ARGV[4] .. ',"at":' .. now .. ',"from":' .. from .. '}')
+if ARGV[5] == '1' then redis.call('ZADD', KEYS[3], now, id) else redis.call('ZREM', KEYS[3], id) end
 for i = 10, #KEYS do redis.call('ZREM', KEYS[i], id) end
-return old or ''
+return {old or '', now}
 """
 
 
@@ -57,13 +66,15 @@ return old or ''
 # given to a check that is still stored puts that check back into the moderation queue. Returns the label taken back.
 # KEYS: label hash, audit list, overturns, idx all/site, idx all/*, idx ham/site, idx ham/*, idx spam/site,
 #       idx spam/*, then (for a check's label) the check hash, its queue indices and the queue's time index.
-# ARGV: id, audit entry without its closing brace and "from", queue rank.
+# ARGV: id, audit entry without "at", "from" and its closing brace, queue rank. Stamped with Redis's clock, as puts.
 _REMOVE = """
 local old = redis.call('HGET', KEYS[1], 'label')
 if not old then return false end
 redis.call('DEL', KEYS[1])
 for i = 3, 9 do redis.call('ZREM', KEYS[i], ARGV[1]) end
-redis.call('RPUSH', KEYS[2], ARGV[2] .. ',"from":"' .. old .. '"}')
+local t = redis.call('TIME')
+local now = t[1] .. '.' .. string.format('%06d', tonumber(t[2]))
+redis.call('RPUSH', KEYS[2], ARGV[2] .. ',"at":' .. now .. ',"from":"' .. old .. '"}')
 if #KEYS > 10 then
   local created = redis.call('HGET', KEYS[10], 'created_at')
   if created then
@@ -152,11 +163,13 @@ class LabelStore:
         self._remove = client.register_script(_REMOVE)
         self._fetch = client.register_script(_FETCH)
 
-    def put(self, record: LabelRecord) -> LabelRecord:
-        return self.put_many([record])[0]
+    def put(self, record: LabelRecord, *, keep_times: bool = False) -> LabelRecord:
+        return self.put_many([record], keep_times=keep_times)[0]
 
-    def put_many(self, records: Sequence[LabelRecord]) -> list[LabelRecord]:
-        """Store all records in one transaction (all or nothing); each result carries the label it replaced.
+    def put_many(self, records: Sequence[LabelRecord], *, keep_times: bool = False) -> list[LabelRecord]:
+        """Store all records in one transaction (all or nothing); each result carries the label it replaced and
+        the time Redis stamped it with (`keep_times` stores the records' own labelled_at instead: for loading
+        labels whose times are known).
 
         An item whose label is unchanged is left alone (no audit entry), and its result has previous == label.
         """
@@ -164,12 +177,12 @@ class LabelStore:
             return []
         pipe = self.redis.pipeline(transaction=True)
         for r in records:
-            self._put(keys=self._keys(r), args=self._args(r), client=pipe)
-        olds = pipe.execute()
+            self._put(keys=self._keys(r), args=self._args(r, keep_times), client=pipe)
+        answers = pipe.execute()
         out = []
-        for r, old in zip(records, olds):
+        for r, (old, stamp) in zip(records, answers):
             old = old.decode() if isinstance(old, bytes) else old
-            out.append(dataclasses.replace(r, previous=old or None))
+            out.append(dataclasses.replace(r, previous=old or None, labelled_at=float(stamp)))
         self._count([r for r in out if r.previous != r.label])
         return out
 
@@ -193,13 +206,13 @@ class LabelStore:
             keys += queue_keys(r.site, r.verdict or "unsure") + [rediskeys.QUEUE_BY_TIME]
         return keys
 
-    def _args(self, r: LabelRecord) -> list[str]:
-        audit = json.dumps({"by": r.labelled_by, "at": r.labelled_at, "to": r.label, "source": r.source})[:-1]
+    def _args(self, r: LabelRecord, keep_time: bool) -> list[str]:
+        audit = json.dumps({"by": r.labelled_by, "to": r.label, "source": r.source})[:-1]
         fields = {"id": r.id, "site": r.site, "label": r.label,
                   "comment": json.dumps(r.comment.to_dict(), ensure_ascii=False),
-                  "labelled_at": repr(r.labelled_at), "labelled_by": r.labelled_by, "source": r.source,
+                  "labelled_by": r.labelled_by, "source": r.source,
                   "check_id": r.check_id, "verdict": r.verdict, "score": "" if r.score is None else repr(r.score)}
-        args = [r.id, r.label, repr(r.labelled_at), audit, "1" if r.overturn else "0", repr(r.labelled_at)]
+        args = [r.id, r.label, repr(float(r.labelled_at)) if keep_time else "", audit, "1" if r.overturn else "0", ""]
         for k, v in fields.items():
             args += [k, v]
         return args
@@ -218,7 +231,7 @@ class LabelStore:
         if record.check_id:
             keys += [rediskeys.CHECK.format(id=record.check_id)]
             keys += queue_keys(record.site, record.verdict or "unsure") + [rediskeys.QUEUE_BY_TIME]
-        audit = json.dumps({"by": by, "at": time.time(), "to": None, "source": source})[:-1]
+        audit = json.dumps({"by": by, "to": None, "source": source})[:-1]
         rank = uncertainty(record.score if record.score is not None else 0.5)
         old = self._remove(keys=keys, args=[record.id, audit, repr(rank)])
         if not old:
