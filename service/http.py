@@ -80,7 +80,9 @@ def json_body(*, required: bool = True) -> Any:
     except UnicodeDecodeError as exc:
         raise ApiError(400, "bad_encoding", f"body is not valid UTF-8 (byte {exc.start})", field="body") from None
     try:
-        return json.loads(text, parse_constant=_refuse_constant)
+        body = json.loads(text, parse_constant=_refuse_constant)
+        _refuse_lone_surrogates(body)
+        return body
     except ApiError:
         raise
     except RecursionError:
@@ -105,6 +107,32 @@ def _has_huge_float(value: Any) -> bool:
         elif kind is float and not -9.223372036854775808e18 < item < 1.8446744073709552e19:
             return True
     return False
+
+
+def _refuse_lone_surrogates(value: Any) -> None:
+    """400 naming the first string (or key) that holds a lone surrogate escape such as "\\ud800": it is no text,
+    nothing can store or send it on. orjson refuses them; the standard parser, read after it, does not."""
+    stack: list[tuple[str, Any]] = [("", value)]
+    while stack:
+        path, item = stack.pop()
+        kind = type(item)
+        if kind is str:
+            if not item.isascii():
+                try:
+                    item.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise ApiError(400, "invalid", "is not valid UTF-8 text (lone surrogate)",
+                                   field=path or "body") from None
+        elif kind is dict:
+            for key, child in item.items():
+                try:
+                    key.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise ApiError(400, "invalid", "holds a name that is not valid UTF-8 text (lone surrogate)",
+                                   field=path or "body") from None
+                stack.append((f"{path}.{key}" if path else key, child))
+        elif kind is list:
+            stack.extend((f"{path}[{i}]", child) for i, child in enumerate(item))
 
 
 def _refuse_constant(name: str) -> Any:

@@ -113,6 +113,8 @@ def test_batch_checks_and_refuses_bad_items_naming_them(api):
     (b'{"content": "x", "is_test": "yes"}', "invalid", "is_test"),
     (b'{"content": "\\ud800 lone surrogate"}', "invalid", "content"),
     (b'{"content": "x", "ids": {"a": [1]}}', "invalid", "ids"),
+    (b'{"content": "x", "ids": {"a": "\\ud800"}}', "invalid", "ids.a"),
+    (b'{"content": "x", "ids": {"\\udfff": "1"}}', "invalid", "ids"),
     (b'', "invalid", "body"),
     (b'[' * 100000 + b']' * 100000, "bad_json", "body"),
     (b'{"content": "hi", "time_to_submit": ' + b"9" * 5000 + b"}", "bad_json", "body"),
@@ -121,6 +123,21 @@ def test_bad_input_is_a_400_naming_the_field(api, raw, code, field):
     resp = api("POST", "/api/v1/check", "a", raw=raw)
     assert resp.status_code == 400, resp.data
     assert error(resp)["code"] == code and error(resp)["field"] == field
+
+
+@pytest.mark.parametrize("path,raw,field", [
+    ("/api/v1/labels", b'{"site": "https://a.example.org/\\ud800", "items": [{"content": "x", "label": "spam"}]}',
+     "site"),
+    ("/api/v1/labels", b'{"items": [{"content": "x", "label": "spam", "site": "https://a.example.org/"}, '
+                       b'{"content": "y\\udc00", "label": "ham"}]}', "items[1].content"),
+    ("/api/v1/models/retrain", b'{"reason": "\\ud800"}', "reason"),
+    ("/api/v1/check/batch", b'{"comments": [{"content": "x", "ids": {"post": "\\ud83d"}}]}', "comments[0].ids.post"),
+])
+def test_a_lone_surrogate_anywhere_in_a_body_is_a_400_naming_where(api, path, raw, field):
+    """Not text: nothing could store it or send it on (a check's ids once stopped its writer thread)."""
+    resp = api("POST", path, "admin", raw=raw)
+    assert resp.status_code == 400, resp.data
+    assert error(resp) == {"code": "invalid", "field": field, "message": "is not valid UTF-8 text (lone surrogate)"}
 
 
 def test_bodies_read_the_same_whichever_json_parser_reads_them(api, app):

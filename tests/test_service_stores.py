@@ -55,6 +55,27 @@ def test_write_behind_writes_in_batches_and_keeps_test_and_trusted_checks_out_of
     writer.stop()
 
 
+def test_one_record_that_cannot_be_stored_loses_only_itself_and_the_writer_lives_on(r, monkeypatch):
+    writer = WriteBehind(CheckStore(r))
+    writer.submit(record(1))
+    writer.submit(record(2, refs=(("post", "\ud800"),)))  # not text: cannot be serialised
+    writer.submit(record(3))
+    assert writer.flush(timeout=5) and writer.pending("c0002") is None
+    store = CheckStore(r)
+    assert store.get("c0001") is not None and store.get("c0002") is None and store.get("c0003") is not None
+
+    dropped = []
+    writer.on_drop = dropped.append
+    real_write = CheckStore.write
+    monkeypatch.setattr(CheckStore, "write", lambda self, records: 1 / 0)  # a bug, not Redis
+    writer.submit(record(4))
+    assert writer.flush(timeout=5) and dropped == [1] and writer.pending("c0004") is None
+    monkeypatch.setattr(CheckStore, "write", real_write)
+    writer.submit(record(5))
+    assert writer.flush(timeout=5) and store.get("c0005") is not None and writer._thread.is_alive()
+    writer.stop()
+
+
 def test_a_stored_check_reads_back_whole_with_its_expiry(r):
     store = CheckStore(r, retention_days=2)
     full = CheckRecord(
@@ -186,3 +207,6 @@ def test_site_names_cannot_pass_for_another_sites_fields(r):
         pipe.execute()
     assert activity.daily(r, days=1, site="https://a.example.com/p", now=now)["moderators"] == {"Ann": 1}
     assert activity.daily(r, days=1, site="https://a.example.com/p|q", now=now)["moderators"] == {"Eve": 1}
+    assert activity.daily(r, days=1, site="https://a.example.com/p%7Cq", now=now)["moderators"] == {}
+    with pytest.raises(ValidationError, match="lone surrogate"):
+        normalise_site("https://a.example.com/\udcff")  # a command-line byte that was no UTF-8

@@ -15,13 +15,14 @@ from training import rediskeys
 ALL_SITES = "*"
 ACTIVITY_DAYS = 400  # counters are kept a little over a year
 MAX_READ_DAYS = 366
-_SEP = "|"  # sites are URLs and moderator names are free text; a site's own "|" is written %7C (see _site)
+_SEP = "|"  # sites are URLs and moderator names are free text; a site's own "|" is written " " (see _site)
 
 
 def _site(site: str) -> str:
-    """A site as the fields hold it: a "|" in its path is written %7C, so no site's fields can read as another's
-    (a host holds no "|": training/apikeys.normalise_site)."""
-    return site.replace(_SEP, "%7C")
+    """A site as the fields hold it: a "|" in its path is written as a space, which no site name holds
+    (training/apikeys.normalise_site refuses whitespace, and "|" in a host), so no site's fields can read as
+    another's, and "/a|b" and "/a%7Cb" stay two sites."""
+    return site.replace(_SEP, " ")
 
 
 def day_of(ts: float) -> str:

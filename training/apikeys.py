@@ -36,6 +36,11 @@ def normalise_site(value: Any, field: str = "site") -> str:
     if not isinstance(value, str) or not value.strip():
         raise ValidationError(field, "must be a site URL such as https://blog.example.com")
     text = value.strip()
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate, or a command-line byte that was no UTF-8
+            raise ValidationError(field, "is not valid UTF-8 text (lone surrogate)") from None
     if "://" not in text:
         text = "https://" + text
     try:

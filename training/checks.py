@@ -185,11 +185,16 @@ class CheckStore:
         by_time: list[str] = []  # [created_at, id, ...]
         tally: dict[tuple[str, str, int], list] = {}  # (site, verdict, UTC day) -> [count, a time in that day]
         for r in records:
+            try:
+                document = r.to_json()
+            except (TypeError, ValueError) as exc:  # not storable (the API refuses such input): lose it alone
+                log.error("check %s cannot be stored and is dropped: %s", r.id, exc)
+                continue
             # Scores go to Redis as repr() strings, once each: the exact doubles, without a float-to-text per index.
             created = repr(r.created_at)
             keys.append(_CHECK_KEY_PREFIX + r.id)
             args.append(created)
-            args.append(r.to_json())
+            args.append(document)
             group = (r.site, r.verdict, int(r.created_at // 86400))
             seen = tally.get(group)
             if seen is None:
@@ -394,6 +399,10 @@ class WriteBehind:
                         return
                     self._cond.wait(backoff)
                 continue
+            except Exception:  # a bug, not Redis: this batch is lost, but the thread lives and nothing waits on it
+                log.exception("could not store %d checks; they are dropped", len(batch))
+                self.dropped += len(batch)
+                self.on_drop(len(batch))
             if backoff:
                 log.warning("check store back, writing %d buffered records", self.size())
             backoff = 0.0
