@@ -128,7 +128,14 @@ def request_params() -> "Params":
     pairs: list[tuple[str, str]] = []
     if request.method == "POST":
         if request.mimetype == "multipart/form-data":
-            pairs.extend((k, v) for k, v in request.form.items(multi=True))
+            # The same limits as a urlencoded body: any field up to the body's size, at most MAX_FIELDS fields.
+            req = request._get_current_object()
+            req.max_form_memory_size = MAX_BODY_BYTES
+            req.max_form_parts = MAX_FIELDS
+            try:
+                pairs.extend((k, v) for k, v in req.form.items(multi=True))
+            except RequestEntityTooLarge:  # the body is within MAX_BODY_BYTES here: too many parts
+                raise ProtocolAnswer(text("Too many fields.", status=400)) from None
         else:
             body = request.stream.read(MAX_BODY_BYTES + 1)
             if len(body) > MAX_BODY_BYTES:

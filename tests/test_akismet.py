@@ -573,6 +573,16 @@ def test_junk_with_a_valid_key_is_a_missing_field_not_a_crash(raw, key):
     assert multipart.content == b"false"
 
 
+def test_multipart_bodies_have_the_limits_of_urlencoded_ones(raw, key):
+    """A big multipart field (under the 1 MiB body limit) is read, not taken for a missing key."""
+    fields = {"api_key": key, "blog": BLOG, "user_ip": IP, "comment_content": HAM_TEXT}
+    big = raw.post("/1.1/comment-check", data={**fields, "POST_extra": "x" * 600_000}, files={"f": b"x"})
+    assert big.status_code == 200 and big.content == b"false"
+    many = raw.post("/1.1/comment-check", data={**fields, **{f"k{i}": "v" for i in range(2500)}},
+                    files={"f": b"x"})
+    assert many.status_code == 400 and many.content == b"Too many fields."
+
+
 def test_oversized_and_wrong_method_are_text_answers(raw, key):
     big = raw.post("/1.1/comment-check", content=b"a=" + b"x" * (2 * 1024 * 1024),
                    headers={"Content-Type": "application/x-www-form-urlencoded"})
