@@ -236,6 +236,26 @@ def test_csv_unterminated_quote_is_reported(tmp_path):
     assert result.errors and result.errors[0].line == 3
 
 
+def test_csv_stops_at_a_record_it_cannot_read_rather_than_import_fragments(tmp_path, monkeypatch):
+    path = tmp_path / "long.csv"
+    path.write_text('content,label\n"' + "x" * 140_000 + '\nwin money now,ham\n",spam\nthanks for the fix,ham\n')
+    result = read(path)  # a 140 kB field is read whole, then refused for its size
+    assert [r.comment.content for r in result.records] == ["thanks for the fix"]
+    assert [(e.line, e.message.split(":")[0]) for e in result.errors] == [(2, "content")]
+
+    monkeypatch.setattr(im, "CSV_FIELD_LIMIT", 1000)
+    import csv
+    limit = csv.field_size_limit(1000)
+    try:
+        path.write_text('content,label\nfine,ham\n"' + "x" * 2000 + '\nwin money now,ham\n",spam\nlater,ham\n')
+        result = read(path)
+    finally:
+        csv.field_size_limit(limit)
+    assert [r.comment.content for r in result.records] == ["fine"]  # never "win money now", a fragment
+    assert len(result.errors) == 1 and result.errors[0].line == 3
+    assert result.errors[0].message.endswith("the rest of the file was not read")
+
+
 def test_parse_mapping_and_labels_errors():
     assert im.parse_mapping("content=CONTENT, label=CLASS,comment_author=AUTHOR") == {
         "content": "CONTENT", "label": "CLASS", "author": "AUTHOR"}

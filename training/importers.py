@@ -390,9 +390,14 @@ def _delimiter(header_line: str, ext: str) -> str:
     return best if counts[best] else ","
 
 
+CSV_FIELD_LIMIT = 16 * 1024 * 1024
+
+
 def _csv_records(stream, path: Path, rows: _Rows) -> Iterator[tuple[int, list[str], list[str]]]:
     """(start line, header, fields) for each CSV record, reporting malformed records as errors."""
     text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="surrogateescape", newline="")
+    # Fields past the 64 KiB content limit are reported per record (csv's own limit, 128 KiB, would stop the file).
+    csv.field_size_limit(max(csv.field_size_limit(), CSV_FIELD_LIMIT))
     try:
         first = text.readline()
         delimiter = _delimiter(first, path.suffix.lower())
@@ -405,8 +410,10 @@ def _csv_records(stream, path: Path, rows: _Rows) -> Iterator[tuple[int, list[st
             except StopIteration:
                 return
             except csv.Error as exc:
-                rows.error(start, f"malformed CSV ({exc})")
-                continue
+                # Where the next record starts is unknown after this (inside a quoted field, its lines would read as
+                # records of their own): stop here rather than import fragments.
+                rows.error(start, f"malformed CSV ({exc}); the rest of the file was not read")
+                return
             if header is None:
                 header = [h.strip() for h in fields]
                 continue
