@@ -365,6 +365,15 @@ def test_command_error_and_no_command(capsys, monkeypatch):
     assert cli.main([]) == 2
 
 
+def test_arguments_that_are_no_utf8_are_usage_errors_not_tracebacks(capsys, tmp_path):
+    for argv in (["keys", "create", "--site", "https://a.example.com/", "--name", "\udcff"],
+                 ["keys", "revoke", "\udcff"], ["import", str(tmp_path / "bad\udcff.jsonl")]):
+        assert cli.main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("winnow: the argument b'") and "\\xff" in err and err.endswith(
+            "' is not valid UTF-8 text (rename a file whose name is not)\n"), err
+
+
 # --- through the real entry points ---------------------------------------------------------------------------
 
 

@@ -256,6 +256,16 @@ def test_csv_stops_at_a_record_it_cannot_read_rather_than_import_fragments(tmp_p
     assert result.errors[0].message.endswith("the rest of the file was not read")
 
 
+def test_a_row_whose_source_or_id_is_no_text_is_an_error_of_its_own(tmp_path):
+    path = tmp_path / "rows.jsonl"
+    path.write_text('{"text": "fine", "label": "ham", "source": "\\ud800"}\n'
+                    '{"text": "also fine", "label": "spam", "id": "\\udfff"}\n{"text": "kept", "label": "ham"}\n')
+    result = read(path)
+    assert [r.comment.content for r in result.records] == ["kept"]
+    assert [(e.line, e.message) for e in result.errors] == [(1, "source: is not valid UTF-8 text"),
+                                                            (2, "id: is not valid UTF-8 text")]
+
+
 def test_parse_mapping_and_labels_errors():
     assert im.parse_mapping("content=CONTENT, label=CLASS,comment_author=AUTHOR") == {
         "content": "CONTENT", "label": "CLASS", "author": "AUTHOR"}

@@ -46,6 +46,17 @@ class CommandError(Exception):
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    for arg in argv:
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:  # bytes that were no UTF-8 (Python keeps them as lone surrogates)
+            try:
+                shown = arg.encode("utf-8", "surrogateescape")
+            except UnicodeEncodeError:
+                shown = arg.encode("utf-8", "backslashreplace")
+            print(f"winnow: the argument {shown!r} is not valid UTF-8 text (rename a file whose name is not)",
+                  file=sys.stderr)
+            return 2
     parser = build_parser(_chosen(argv))
     args = parser.parse_args(argv)
     handler = getattr(args, "handler", None)
