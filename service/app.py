@@ -14,6 +14,7 @@ from service import akismet, api, auth, console, http, limits, logs, metrics, mo
 from service.context import EXTENSION, Services
 from training.apikeys import KeyStore
 from training.checks import CheckStore, WriteBehind
+from training.directory import Directory
 from training.labels import LabelStore
 from training.settings import Settings
 from training.sites import SiteStore
@@ -59,10 +60,11 @@ def build_services(settings: Settings, client: redis.Redis, serving) -> Services
     writer = WriteBehind(checks, max_items=settings.write_buffer_size,
                          on_drop=lambda n: metrics.WRITE_BUFFER_DROPPED.inc(n),
                          on_size=lambda n: metrics.WRITE_BUFFER_SIZE.set(n))
+    keys = KeyStore(client, cache_seconds=settings.auth_cache_seconds)
+    sites = SiteStore(client, settings, cache_seconds=settings.site_cache_seconds)
+    Directory(client, keys, sites)  # keeps every key and site setting in memory, started on first use
     return Services(
-        settings=settings, redis=client, serving=serving,
-        keys=KeyStore(client, cache_seconds=settings.auth_cache_seconds),
-        sites=SiteStore(client, settings, cache_seconds=settings.site_cache_seconds),
+        settings=settings, redis=client, serving=serving, keys=keys, sites=sites,
         checks=checks, writer=writer, labels=LabelStore(client),
     )
 

@@ -101,7 +101,10 @@ def check(comment: Comment, *, site: str, principal: KeyRecord | None, is_test: 
     version, model = svc.serving.snapshot()
     if model is None:
         raise NoModel("no model is loaded yet")
-    policy = svc.sites.policy(site)
+    try:
+        policy = svc.sites.policy(site)
+    except redis.RedisError as exc:
+        raise StoreUnavailable(f"the site's settings are not loaded yet and Redis cannot be reached: {exc}") from exc
     if comment.site != site:
         comment = comment.replace(site=site)
     verdict = model.score(comment)

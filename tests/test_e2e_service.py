@@ -22,10 +22,12 @@ from training.apikeys import KeyStore
 from training.checks import CheckStore
 from training.registry import Registry
 from training.settings import Settings
+from training.sites import SiteStore
 
 ROOT = Path(__file__).resolve().parent.parent
 SITE_A = "https://a.example.com"
 SITE_B = "https://b.example.org"
+SITE_SHADOW = "https://shadow.example.net"
 SECRET = "e2e-secret"
 
 
@@ -55,6 +57,7 @@ def stack(tmp_path_factory):
         "b": store.create(SITE_B, "site", "site b")[0],
         "mod": store.create("", "moderator", "alice")[0],
         "mod_a": store.create(SITE_A, "moderator", "carol")[0],
+        "shadow": store.create(SITE_SHADOW, "site", "a site in shadow mode")[0],
     }
     port = free_port()
     env = {**os.environ, "WINNOW_REDIS_URL": server.url, "WINNOW_SECRET_KEY": SECRET, "WINNOW_DATA_DIR": str(tmp),
@@ -116,7 +119,7 @@ def test_check_queue_label_export(call):
     spam = call("POST", "/api/v1/check", "a", {"content": SPAM[0], "author": "Spammy"}).json()
     ham = call("POST", "/api/v1/check", "a", {"content": HAM[0]}).json()
     assert spam["verdict"] in ("spam", "unsure") and ham["verdict"] == "ham" and spam["model_version"]
-    _wait(lambda: _queued(call, "mod", spam["id"]), 10, "the check in the queue")
+    _wait(lambda: _queued(call, "mod", spam["id"]), 30, "the check in the queue")
     items = call("GET", "/api/v1/queue", "mod").json()["items"]
     scores = [abs(i["score"] - 0.5) for i in items]
     assert scores == sorted(scores)
@@ -138,7 +141,7 @@ def test_check_queue_label_export(call):
 def test_sites_are_isolated(call):
     a = call("POST", "/api/v1/check", "a", {"content": SPAM[1]}).json()
     b = call("POST", "/api/v1/check", "b", {"content": SPAM[2]}).json()
-    _wait(lambda: _queued(call, "mod", b["id"]) and _queued(call, "mod", a["id"]), 10, "both checks queued")
+    _wait(lambda: _queued(call, "mod", b["id"]) and _queued(call, "mod", a["id"]), 30, "both checks queued")
     assert call("POST", f"/api/v1/comments/{a['id']}/label", "b", {"label": "ham"}).status_code == 404
     assert call("GET", f"/api/v1/checks/{a['id']}", "b").status_code == 404
     assert call("POST", "/api/v1/check", "b", {"content": "x", "site": SITE_A}).status_code == 403
@@ -175,11 +178,18 @@ def test_limits_answer_4xx_with_named_fields(call):
 
 
 def test_redis_down_scoring_continues_labels_503_then_recovers(call, stack):
-    for _ in range(20):  # both workers now hold the keys in their auth caches
+    SiteStore(stack["client"], Settings()).update(SITE_SHADOW, {"shadow": True})
+    for _ in range(20):
         assert call("POST", "/api/v1/check", "a", {"content": HAM[2]}, fresh=True).status_code == 200
         assert call("GET", "/api/v1/queue", "mod", params={"limit": 1}, fresh=True).status_code == 200
+    time.sleep(2.5)  # every worker reads keys and site settings again within about a second of a change
     stack["redis"].stop()
     try:
+        # A key no worker has been asked about yet works, and its site's shadow mode holds in every worker.
+        for _ in range(6):
+            shadowed = call("POST", "/api/v1/check", "shadow", {"content": SPAM[0]}, fresh=True)
+            assert shadowed.status_code == 200, shadowed.text
+            assert shadowed.json()["shadow"] is True and shadowed.json()["verdict"] == "ham"
         checked = []
         for text in SPAM[3:6]:
             resp = call("POST", "/api/v1/check", "a", {"content": text}, fresh=True)

@@ -167,8 +167,68 @@ def test_site_policy_validates_as_a_whole_and_falls_back_when_redis_is_down(r):
     sites.update("https://s.example.com", {"shadow": True, "trusted_roles": ["Editor"]})
     policy = sites.policy("https://s.example.com")
     assert policy.shadow and policy.trusted_roles == {"editor"}
+    # A process that never read the site's settings does not guess them: the defaults could answer "spam" to a
+    # site in shadow mode.
     down = SiteStore(redis.Redis(port=free_port(), retry=Retry(NoBackoff(), 0)), Settings())
-    assert down.policy("https://s.example.com") == down.base
+    with pytest.raises(redis.ConnectionError):
+        down.policy("https://s.example.com")
+
+
+def dead_redis() -> redis.Redis:
+    return redis.Redis(port=free_port(), socket_connect_timeout=0.1, retry=Retry(NoBackoff(), 0))
+
+
+def test_every_key_and_site_setting_read_before_an_outage_keeps_working_in_every_process(r):
+    """A process that has read the directory answers for keys and sites it has never been asked about, without
+    Redis; a key or site newer than its last read still goes to Redis."""
+    from training.apikeys import KeyStore
+    from training.directory import Directory
+
+    KeyStore(r).create("https://other.example.com", "site")
+    plain, record = KeyStore(r).create("https://s.example.com", "site", "blog")
+    SiteStore(r, Settings()).update("https://s.example.com", {"shadow": True})
+    keys, sites = KeyStore(r), SiteStore(r, Settings())
+    directory = Directory(r, keys, sites)
+    assert directory.refresh() and not directory.refresh()  # read once; nothing changed since
+
+    keys.redis = sites.redis = dead_redis()  # Redis gone (or hung: nothing below may ask it)
+    assert keys.authenticate(plain) == record and keys.get(record.id) == record
+    assert sites.policy("https://s.example.com").shadow
+    assert sites.policy("https://never-configured.example.com") == sites.base  # no settings of its own
+    with pytest.raises(redis.ConnectionError):
+        keys.authenticate("made-up-key!")  # unknown here: only Redis could say
+
+
+def test_a_change_reaches_a_process_at_its_next_read(r):
+    from training.apikeys import KeyStore
+    from training.directory import Directory
+
+    plain, record = KeyStore(r).create("https://s.example.com", "site")
+    keys, sites = KeyStore(r, cache_seconds=0), SiteStore(r, Settings())
+    directory = Directory(r, keys, sites)
+    directory.refresh()
+    assert keys.authenticate(plain) == record
+
+    elsewhere = KeyStore(r)  # another process revokes the key and changes the site's settings
+    assert elsewhere.revoke(record.id)
+    SiteStore(r, Settings()).update("https://s.example.com", {"spam_threshold": 0.8})
+    assert directory.refresh()
+    assert keys.authenticate(plain) is None and keys.get(record.id) is None
+    assert sites.policy("https://s.example.com").spam_threshold == 0.8
+    SiteStore(r, Settings()).update("https://s.example.com", {"spam_threshold": None})
+    directory.refresh()
+    assert sites.policy("https://s.example.com") == sites.base
+    fresh, new_record = KeyStore(r).create("https://new.example.com", "site")
+    assert keys.authenticate(fresh) == new_record  # newer than the last read: looked up in Redis
+
+
+def test_site_settings_written_before_the_index_are_found(r):
+    from training import rediskeys
+
+    r.hset(rediskeys.SITE.format(site="https://old.example.com"), "shadow", "true")
+    sites = SiteStore(r, Settings())
+    sites.load_all()
+    assert sites.policy("https://old.example.com").shadow and r.exists(rediskeys.SITES_INDEXED)
 
 
 def test_checks_are_stored_when_redis_has_forgotten_the_script(r):

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import redis
 
-from training import rediskeys
+from training import directory, rediskeys
 from training.schema import ValidationError
 
 ROLES = ("site", "moderator", "admin")
@@ -110,6 +110,10 @@ class KeyStore:
         self.stale_seconds = stale_seconds
         self._cache: dict[str, tuple[KeyRecord | None, float]] = {}
         self._lock = threading.Lock()
+        # Every live key as last read by load_all (training.directory keeps it fresh): digest -> record, id -> record.
+        self._known: dict[str, KeyRecord] | None = None
+        self._known_ids: dict[str, KeyRecord] = {}
+        self.directory = None  # the training.directory.Directory refreshing the snapshot, when there is one
 
     def create(self, site: str = "", role: str = "site", name: str = "") -> tuple[str, KeyRecord]:
         if role not in ROLES:
@@ -132,6 +136,7 @@ class KeyStore:
             "id": record.id, "role": record.role, "site": record.site, "name": record.name,
             "created_at": repr(record.created_at), "revoked": "0"})
         pipe.sadd(rediskeys.KEYS_INDEX, key_digest)
+        directory.bump(pipe)
         pipe.execute()
         return plain, record
 
@@ -140,13 +145,42 @@ class KeyStore:
         if not plain or len(plain) > _MAX_PRESENTED:
             return None
         key_digest = digest(plain)
+        known = self._snapshot()
+        if known is not None:
+            record = known.get(key_digest)
+            if record is not None:
+                return record
+        # Made up, revoked, or newer than the last read: Redis says which.
         return self._cached("d:" + key_digest, lambda: self._by_digest(key_digest))
 
     def get(self, key_id: str) -> KeyRecord | None:
         """The live record for a public key id (how a console session refers to its key), or None."""
         if not key_id or len(key_id) > 64:
             return None
+        if self._snapshot() is not None:
+            record = self._known_ids.get(key_id)
+            if record is not None:
+                return record
         return self._cached("i:" + key_id, lambda: self._by_id(key_id))
+
+    def load_all(self) -> None:
+        """Read every live key into memory (a round trip per thousand keys); raises for Redis errors."""
+        digests = [d.decode() for d in self.redis.smembers(rediskeys.KEYS_INDEX)]
+        known: dict[str, KeyRecord] = {}
+        hashes = directory.read_hashes(self.redis, [rediskeys.KEY.format(digest=d) for d in digests])
+        for d, h in zip(digests, hashes):
+            if h:
+                record = KeyRecord.from_hash(h)
+                if not record.revoked:
+                    known[d] = record
+        with self._lock:
+            self._known = known
+            self._known_ids = {r.id: r for r in known.values()}
+
+    def _snapshot(self) -> dict[str, KeyRecord] | None:
+        if self.directory is not None:
+            self.directory.ensure_running()
+        return self._known
 
     def list(self, site: str | None = None) -> list[KeyRecord]:
         digests = sorted(self.redis.smembers(rediskeys.KEYS_INDEX))
@@ -163,9 +197,15 @@ class KeyStore:
         key_digest = self.redis.hget(rediskeys.KEY_IDS, key_id)
         if key_digest is None:
             return False
-        changed = self.redis.hset(rediskeys.KEY.format(digest=key_digest.decode()), "revoked", "1")
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(rediskeys.KEY.format(digest=key_digest.decode()), "revoked", "1")
+            directory.bump(pipe)
+            changed, _ = pipe.execute()
         with self._lock:
             self._cache.clear()
+            if self._known is not None:
+                self._known = {d: r for d, r in self._known.items() if r.id != key_id}
+                self._known_ids = {r.id: r for r in self._known.values()}
         return changed is not None
 
     def _by_digest(self, key_digest: str) -> KeyRecord | None:

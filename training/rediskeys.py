@@ -10,6 +10,9 @@ KEY = PREFIX + "key:{digest}"                 # hash: id, role, site, name, crea
 KEYS_INDEX = PREFIX + "keys"                  # set of digests
 KEY_IDS = PREFIX + "keyids"                   # hash: public key id -> digest
 SITE = PREFIX + "site:{site}"                 # hash: per-site settings (thresholds, shadow mode, unsure policy)
+SITES_INDEX = PREFIX + "sites"                # set of sites with settings of their own
+SITES_INDEXED = PREFIX + "sites:indexed"      # string: set once SITES_INDEX holds every site hash
+DIRECTORY_VERSION = PREFIX + "directory:version"  # string: a new random value at every change of keys or site settings
 
 CONSOLE_SESSION = PREFIX + "console:session:{id}"  # string: the key id a console session signed in with (TTL)
 

@@ -1,21 +1,26 @@
 """Per-site checking policy: verdict thresholds, trusted roles and shadow mode, with defaults from Settings.
 
-Overrides live in one Redis hash per site and are cached in-process for a few seconds, so a check reads no Redis;
-when Redis is unreachable the last known policy (or the defaults) keeps applying.
+Overrides live in one Redis hash per site. Each web process holds every site's overrides in memory, refreshed
+within about a second of a change (training.directory), so a check reads no Redis, and while Redis is unreachable
+the policies last read keep applying. A process that has never read them (Redis away since it started) refuses
+checks rather than apply defaults a site may have changed.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import threading
 import time
 from typing import Any, Mapping
 
 import redis
 
-from training import rediskeys
+from training import directory, rediskeys
 from training.settings import Settings
 from training.schema import ValidationError
+
+log = logging.getLogger("winnow.sites")
 
 THRESHOLDS = ("unsure_threshold", "spam_threshold", "discard_threshold")
 FIELDS = THRESHOLDS + ("shadow", "trusted_roles", "unsure_as_spam")
@@ -97,9 +102,20 @@ class SiteStore:
         self.cache_seconds = cache_seconds
         self._cache: dict[str, tuple[SitePolicy, float]] = {}
         self._lock = threading.Lock()
+        # Every site's own settings as last read by load_all (training.directory keeps it fresh); a site missing
+        # from it has the defaults.
+        self._known: dict[str, SitePolicy] | None = None
+        self.directory = None
 
     def policy(self, site: str) -> SitePolicy:
-        """The effective policy for a site, from the in-process cache when fresh; never raises for Redis."""
+        """The effective policy for a site: from the snapshot of every site's settings once it is read, else from
+        a short in-process cache or Redis. Raises redis.RedisError only when Redis is away and this process has
+        never read the site's settings: the defaults could answer "spam" to a site in shadow mode."""
+        if self.directory is not None:
+            self.directory.ensure_running()
+        known = self._known
+        if known is not None:
+            return known.get(site, self.base)
         now = time.monotonic()
         hit = self._cache.get(site)
         if hit is not None and now - hit[1] < self.cache_seconds:
@@ -107,7 +123,9 @@ class SiteStore:
         try:
             policy = self._load(site)
         except redis.RedisError:
-            return hit[0] if hit is not None else self.base
+            if hit is not None:
+                return hit[0]
+            raise
         except ValidationError:  # a hand-edited hash with bad values: fall back rather than refuse checks
             policy = self.base
         with self._lock:
@@ -136,10 +154,44 @@ class SiteStore:
         pipe.delete(key)
         if current:
             pipe.hset(key, mapping={k: json.dumps(_jsonable(v)) for k, v in current.items()})
+            pipe.sadd(rediskeys.SITES_INDEX, site)
+        else:
+            pipe.srem(rediskeys.SITES_INDEX, site)
+        directory.bump(pipe)
         pipe.execute()
         with self._lock:
             self._cache.pop(site, None)
+            if self._known is not None:
+                known = dict(self._known)
+                if current:
+                    known[site] = policy
+                else:
+                    known.pop(site, None)
+                self._known = known
         return policy
+
+    def load_all(self) -> None:
+        """Read every site's own settings into memory; raises for Redis errors."""
+        if not self.redis.exists(rediskeys.SITES_INDEXED):
+            # Site hashes written before the index existed: found once per deployment.
+            prefix = rediskeys.SITE.format(site="")
+            found = [k.decode()[len(prefix):] for k in self.redis.scan_iter(match=prefix + "*", count=1000)]
+            pipe = self.redis.pipeline(transaction=True)
+            if found:
+                pipe.sadd(rediskeys.SITES_INDEX, *found)
+            pipe.set(rediskeys.SITES_INDEXED, "1")
+            pipe.execute()
+        sites = [s.decode() for s in self.redis.smembers(rediskeys.SITES_INDEX)]
+        known: dict[str, SitePolicy] = {}
+        for site, raw in zip(sites, directory.read_hashes(self.redis, [rediskeys.SITE.format(site=s) for s in sites])):
+            if not raw:
+                continue
+            try:
+                known[site] = merge(self.base, {k.decode(): json.loads(v) for k, v in raw.items()})
+            except (ValidationError, ValueError):  # a hand-edited hash with bad values: the defaults
+                log.warning("site %s has unreadable settings; using the defaults", site)
+        with self._lock:
+            self._known = known
 
     def _overrides(self, site: str) -> dict[str, Any]:
         raw = self.redis.hgetall(rediskeys.SITE.format(site=site))
