@@ -368,6 +368,21 @@ def test_promote_refuses_a_version_no_node_could_load(registry, models, r, http)
     assert [e["kind"] for e in registry.history()] == ["promote"]
 
 
+def test_promote_judges_the_bytes_in_redis_not_this_nodes_cache(registry, models, r):
+    """A node that cached a version before its artifact was damaged in Redis still refuses it: every other node
+    would load the damaged bytes."""
+    taught, backwards = models
+    v1 = registry.publish(taught, promoted_by="a", reason="one", promote=True)
+    v2 = registry.publish(backwards)
+    registry.load(v2)  # now in this node's cache
+    key = keys.MODEL_VERSION.format(version=v2)
+    blob = r.hget(key, "artifact")
+    r.hset(key, "artifact", blob[:-100] + bytes(100))  # damaged; the sha256 field is left as it was
+    with pytest.raises(RegistryError, match=f"model {v2} cannot be served"):
+        registry.promote(v2, by="admin:alice")
+    assert registry.current_version() == v1
+
+
 def test_keys_bound_to_one_site_cannot_change_the_model_every_site_shares(http, registry, models, r):
     taught, backwards = models
     v1 = registry.publish(taught, promoted_by="a", reason="one", promote=True)

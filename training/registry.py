@@ -96,8 +96,9 @@ class Registry:
     def history(self, limit: int = 50) -> list[dict]:
         return [json.loads(raw) for raw in self.redis.lrange(keys.MODEL_HISTORY, 0, max(0, limit - 1))]
 
-    def load(self, version: str):
-        """The Model of `version`, from the local cache or Redis, verified by HMAC either way.
+    def load(self, version: str, *, from_store: bool = False):
+        """The Model of `version`, from the local cache or Redis, verified by HMAC either way. `from_store` reads
+        the bytes in Redis even when the cache has them: what a node without this cache would load.
 
         Raises UnknownVersion, or training.artifacts.ArtifactError for an artifact this deployment did not sign.
         """
@@ -107,7 +108,7 @@ class Registry:
         digest = _text(self.redis.hget(key, "sha256"))
         if digest is None:
             raise UnknownVersion(version)
-        cached = self._read_cache(version, digest)
+        cached = None if from_store else self._read_cache(version, digest)
         if cached is not None:
             blob, meta = cached
             try:
@@ -187,7 +188,7 @@ class Registry:
         from training import artifacts
 
         try:
-            self.load(version)
+            self.load(version, from_store=True)  # every node loads these bytes, whatever this one has cached
         except artifacts.ArtifactError as exc:
             raise RegistryError(f"model {version} cannot be served: {exc}") from None
         key = keys.MODEL_VERSION.format(version=version)
