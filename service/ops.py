@@ -79,12 +79,15 @@ _frozen_version: object = _UNSET  # the model version whose heap is frozen; _UNS
 
 
 def freeze_heap(app: Flask) -> None:
-    """Take everything alive now (the imported libraries, the loaded model) out of the cyclic garbage collector's
+    """Report the loaded model in the metrics, and take everything alive now (the imported libraries, the loaded
+    model) out of the cyclic garbage collector's
     scans: a full collection would otherwise walk the model's ~100k objects, a pause of tens of milliseconds
     every few thousand requests. A web worker calls this once it has loaded the app (service/gunicorn_conf.py);
     after a model swap the next request collects the old model and freezes again."""
     global _frozen_version
-    version, _ = app.extensions[EXTENSION].serving.snapshot()
+    version, model = app.extensions[EXTENSION].serving.snapshot()
+    # The worker's model gauge, now rather than at its first answer: a worker that has not served yet would read 0.
+    metrics.observe_model(version if model is not None else None)
     gc.collect()
     gc.freeze()
     _frozen_version = version

@@ -191,6 +191,20 @@ def test_a_worker_freezes_its_heap_and_again_after_a_model_swap(tmp_path, monkey
     assert calls[2:] == ["unfreeze", "collect", "freeze"] and ops._frozen_version == "v-next"
 
 
+def test_a_worker_reports_its_model_once_booted_not_at_its_first_answer(tmp_path, monkeypatch):
+    import types
+
+    from service import metrics, ops
+
+    monkeypatch.setattr(ops, "gc", types.SimpleNamespace(collect=lambda: 0, freeze=lambda: None))
+    monkeypatch.setattr(ops, "_frozen_version", ops._UNSET)
+    monkeypatch.setattr(metrics, "_model_version", None)
+    metrics.MODEL_LOADED.set(0)
+    app = make_app(tmp_path, dead_redis_url())
+    ops.freeze_heap(app)  # what gunicorn's post_worker_init runs, before the worker answers anything
+    assert metrics.MODEL_LOADED._value.get() == 1
+
+
 def test_metric_labels_stay_bounded_whatever_the_client_sends(tmp_path):
     client = make_app(tmp_path, dead_redis_url()).test_client()
     client.open("/no/such/page/12345", method="BREW")
