@@ -185,3 +185,15 @@ def test_sign_out_returns_to_sign_in(live, watched):
     page.wait_for_selector("#versions tbody tr")
     assert page.locator("#rollback").is_disabled()
     assert not page.locator("#retrain").is_disabled()
+    page.click("#retrain")
+    page.wait_for_selector("#job-status:has-text('finished')", timeout=120000)
+    page.wait_for_function("!document.querySelector('#retrain').disabled")  # ready to ask again
+    # The model serves every site: a token bound to one site may not change it, and the page says so.
+    page.click("#sign-out")
+    page.wait_for_url("**/moderate/sign-in")
+    sign_in(page, live.make_key("admin", "Site admin", site=SITE))
+    page.goto("/moderate/models")
+    page.wait_for_selector("#versions tbody tr")
+    assert page.locator("#retrain").is_disabled() and page.locator("#rollback").is_disabled()
+    assert page.locator("#versions tbody tr button").first.is_disabled()
+    assert "not bound to one site" in page.inner_text(".toolbar")

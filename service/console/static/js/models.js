@@ -49,14 +49,12 @@ export function start(root) {
   const job = root.querySelector("#job");
   const jobProgress = root.querySelector("#job-progress");
   const jobStatus = root.querySelector("#job-status");
-  const isAdmin = document.body.dataset.role === "admin";
+  // What the page allowed this token (a token bound to one site may not change the model every site shares).
+  const isAdmin = !rollbackBtn.disabled;
+  const canRetrain = !retrainBtn.disabled;
   let chosen = null;
   let versions = [];
 
-  if (!isAdmin) {
-    rollbackBtn.disabled = true;
-    rollbackBtn.title = "needs an admin token";
-  }
 
   function showDetail(v) {
     chosen = v?.version ?? null;
@@ -77,7 +75,7 @@ export function start(root) {
   function row(v) {
     const m = metricsOf(v);
     const promote = h("button", {
-      type: "button", disabled: !isAdmin || v.serving, title: isAdmin ? "serve this version" : "needs an admin token",
+      type: "button", disabled: !isAdmin || v.serving, title: isAdmin ? "serve this version" : rollbackBtn.title,
       onclick: (ev) => { ev.stopPropagation(); promoteVersion(v.version); },
     }, "Promote");
     const tr = h("tr", { class: v.serving ? "serving" : "", dataset: { version: v.version } },
@@ -156,7 +154,7 @@ export function start(root) {
       follow(started.job_id, started.status_url || `${paths.api}/jobs/${encodeURIComponent(started.job_id)}`);
     } catch (err) {
       status(statusEl, `Retrain not started: ${err.message}`, true);
-      retrainBtn.disabled = !isAdmin;
+      retrainBtn.disabled = !canRetrain;
     }
   });
 
@@ -183,7 +181,7 @@ export function start(root) {
         jobStatus.textContent = outcome;
         jobProgress.value = 1;
         status(statusEl, s.status === "finished" ? "" : outcome, s.status !== "finished");
-        retrainBtn.disabled = !isAdmin;
+        retrainBtn.disabled = !canRetrain;
         await load({ newest: true });
         return;
       }
