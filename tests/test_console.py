@@ -263,6 +263,13 @@ def test_undo_takes_the_label_back_and_requeues_the_check(app, keys, client_redi
     assert [(a["from"], a["to"]) for a in audit] == [(None, "spam"), ("spam", None)]
     assert client.post(f"/moderate/api/labels/{ids[0]}/undo", headers=h).status_code == 404
 
+    # A trusted author's check never waited in the queue, and undoing its label does not put it there.
+    staff = check(app, keys["site"], [{"content": "Moderator note: thread locked", "user_role": "administrator"}])[0]
+    assert client.post(f"/api/v1/comments/{staff}/label", json={"label": "ham"}, headers=h).status_code == 200
+    assert client.post(f"/moderate/api/labels/{staff}/undo", headers=h).status_code == 200
+    assert staff not in [i["id"] for i in client.get("/api/v1/queue").get_json()["items"]]
+    assert client_redis.zscore(rediskeys.QUEUE_BY_TIME, staff) is None
+
 
 def test_relabel_works_after_the_check_expired_and_is_audited(app, keys, client_redis):
     ids = check(app, keys["site"], [{"content": "Thanks, this helped"}])

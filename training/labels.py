@@ -228,7 +228,7 @@ class LabelStore:
         keys = [rediskeys.LABEL.format(id=record.id), rediskeys.LABEL_AUDIT.format(id=record.id), rediskeys.OVERTURNS]
         for label in ("all", "ham", "spam"):
             keys += [_index(label, record.site), _index(label, ALL_SITES)]
-        if record.check_id:
+        if record.check_id and self._requeues(record.check_id):
             keys += [rediskeys.CHECK.format(id=record.check_id)]
             keys += queue_keys(record.site, record.verdict or "unsure") + [rediskeys.QUEUE_BY_TIME]
         audit = json.dumps({"by": by, "to": None, "source": source})[:-1]
@@ -237,6 +237,17 @@ class LabelStore:
         if not old:
             return None
         return dataclasses.replace(record, previous=old.decode() if isinstance(old, bytes) else old)
+
+    def _requeues(self, check_id: str) -> bool:
+        """Whether taking back the label of this check puts it back in the queue: only a check that was queued
+        (not a trusted author's; test checks are never labelled) and is still kept."""
+        stored = self.redis.hgetall(rediskeys.CHECK.format(id=check_id))
+        if not stored:
+            return False
+        try:
+            return CheckRecord.from_hash(stored).queued
+        except (ValueError, KeyError, TypeError):  # unreadable: requeue it as before, a moderator can label it again
+            return True
 
     def get(self, label_id: str) -> LabelRecord | None:
         if not label_id or len(label_id) > 64:
