@@ -97,6 +97,14 @@ def test_pages_need_a_session_and_sign_in_leads_back(app, keys):
         assert f'data-page="{name}"' in page.get_data(as_text=True)
 
 
+def test_the_top_bar_shows_a_key_names_control_characters_as_markers(app):
+    token, _ = app.extensions["winnow"].keys.create(role="moderator", name="<b>evil\u202e</b>")
+    client = app.test_client()
+    sign_in(client, token)
+    html = client.get("/moderate/queue").get_data(as_text=True)
+    assert "&lt;b&gt;evil[U+202E]&lt;/b&gt;" in html and "\u202e" not in html
+
+
 def test_session_cookie_is_httponly_strict_and_secure_on_https(app, keys):
     client = app.test_client()
     form = client.get("/moderate/sign-in").get_data(as_text=True)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hmac
+import re
 
 from flask import Blueprint, abort, redirect, render_template, request, session, url_for
 
@@ -10,6 +11,15 @@ from service.console import session as console_session
 from service.context import services
 
 bp = Blueprint("console", __name__, url_prefix="/moderate", template_folder="templates", static_folder="static")
+
+# Hidden and bidi control characters, as static/js/dom.js marks them: a key named "evil\u202e" must not read "live".
+_HIDDEN_CHARS = re.compile("[\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\u061c\ufeff]")
+
+
+@bp.app_template_filter("visible")
+def visible(text) -> str:
+    """Text with each hidden or bidi control character shown as a [U+202E]-style marker (then escaped as usual)."""
+    return _HIDDEN_CHARS.sub(lambda m: f"[U+{ord(m.group(0)):04X}]", str(text or ""))
 
 ROLES = ("moderator", "admin")
 PAGES = {"queue": "Queue", "labels": "Labels", "models": "Models", "activity": "Activity"}
