@@ -52,9 +52,13 @@ def readyz() -> Response:
         checks["redis"] = {"ok": False, "error": type(exc).__name__}
     version, model = svc.serving.snapshot()
     metrics.observe_model(version if model is not None else None)
-    checks["model"] = {"ok": model is not None, "version": version}
+    refused = getattr(svc.serving, "refused_current", None)
+    checks["model"] = {"ok": model is not None and refused is None, "version": version}
     if model is None:
         checks["model"]["error"] = "no model loaded yet"
+    elif refused is not None:
+        # A node with another deployment's secret (or scikit-learn) would serve a model the others do not.
+        checks["model"]["error"] = f"cannot load model {refused}, which the registry serves (see the log)"
     ready = all(c["ok"] for c in checks.values())
     body = {"ready": ready, "checks": checks}
     if not ready:

@@ -101,6 +101,14 @@ def test_readyz_says_which_check_failed(tmp_path, r):
     resp = make_app(tmp_path, ops_redis_url(), model=False).test_client().get("/readyz")
     assert resp.status_code == 503 and resp.get_json()["failed"] == ["model"]
 
+    # A node that cannot load the version the registry serves (another deployment's secret, say) serves something
+    # else: not ready, so a load balancer takes it out of rotation.
+    app = make_app(tmp_path, ops_redis_url())
+    app.extensions["winnow"].serving.refused_current = "v7"
+    resp = app.test_client().get("/readyz")
+    assert resp.status_code == 503 and resp.get_json()["failed"] == ["model"]
+    assert resp.get_json()["checks"]["model"]["error"] == "cannot load model v7, which the registry serves (see the log)"
+
 
 # ---- request ids and logs --------------------------------------------------------------------------------------
 def test_request_id_is_echoed_and_logged_without_content_or_key(tmp_path, r, request_log):

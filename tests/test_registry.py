@@ -213,12 +213,13 @@ def test_serving_model_swaps_within_two_seconds_and_refuses_foreign_artifacts(r,
         time.sleep(0.5)
         assert registry.current_version() == foreign
         assert serving.version == v2 and spam_score(serving.model) == pytest.approx(spam_score(backwards))
+        assert serving.refused_current == foreign  # what /readyz reports: this node serves what others do not
 
         registry.promote(first, by="test")
         deadline = time.monotonic() + 2.0
         while serving.version != first and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert serving.version == first
+        assert serving.version == first and serving.refused_current is None
     finally:
         serving.stop()
 

@@ -384,6 +384,9 @@ class ServingModel:
         self._pid = os.getpid()
         self._fork_lock = threading.Lock()
         self._refused: dict[str, float] = {}
+        # The version the registry names as serving when this process refused to load it (signed with another
+        # secret, or by another scikit-learn): this node serves something else and says so at /readyz.
+        self.refused_current: str | None = None
         self.registry = Registry.from_settings(redis, settings) if redis is not None and settings else None
 
     @classmethod
@@ -440,6 +443,7 @@ class ServingModel:
             log.debug("registry poll failed: %s", exc)
             return False
         if current is None or current == self._state[0]:
+            self.refused_current = None
             return False
         refused_at = self._refused.get(current)
         if refused_at is not None and time.monotonic() - refused_at < 30:
@@ -454,6 +458,7 @@ class ServingModel:
             model = self.registry.load(version)
         except artifacts.ArtifactError as exc:
             self._refused[version] = time.monotonic()
+            self.refused_current = version
             log.error("refused model %s: %s; still serving %s", version, exc, self._state[0])
             return False
         except (UnknownVersion, redis_lib.RedisError) as exc:
@@ -461,6 +466,7 @@ class ServingModel:
             return False
         self._state = (version, model)
         self._refused.pop(version, None)
+        self.refused_current = None
         log.info("now serving model %s", version)
         return True
 
