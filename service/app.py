@@ -9,6 +9,7 @@ import redis
 from flask import Flask
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from service import akismet, api, auth, console, http, limits, logs, metrics, models_api, ops
 from service.context import EXTENSION, Services
@@ -40,6 +41,8 @@ def create_app(settings: Settings | None = None, *, redis_client: redis.Redis | 
     limits.init_app(app)          # per-key rate limits in Redis (429 + Retry-After)
     ops.init_app(app)             # request ids and logs, /healthz, /readyz, /metrics, OpenAPI, /ping
     console.init_app(app, secure_cookies=settings.secure_cookies)  # /moderate: the moderator console
+    if settings.proxy_hops > 0:  # client address and scheme as the trusted proxies saw them
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.proxy_hops, x_proto=settings.proxy_hops)
     return app
 
 

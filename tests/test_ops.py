@@ -50,8 +50,9 @@ def r():
     client.close()
 
 
-def make_app(tmp_path, url: str, *, model=True, rate_limit="600/minute") -> Flask:
-    settings = Settings.from_env({}, redis_url=url, data_dir=tmp_path, secret_key="t" * 64, rate_limit=rate_limit)
+def make_app(tmp_path, url: str, *, model=True, rate_limit="600/minute", proxy_hops=0) -> Flask:
+    settings = Settings.from_env({}, redis_url=url, data_dir=tmp_path, secret_key="t" * 64, rate_limit=rate_limit,
+                                 proxy_hops=proxy_hops)
     client = redis.Redis.from_url(url, socket_connect_timeout=0.2, socket_timeout=0.5)
     serving = ServingModel.fixed(small_model() if model else None, "v-test")
     return create_app(settings, redis_client=client, serving=serving)
@@ -265,6 +266,19 @@ def test_rate_limit_is_per_key_and_answers_429_with_retry_after(tmp_path, r):
     ok = client.post("/api/v1/check", json=SPAM, headers={"Authorization": f"Bearer {second}"})
     assert ok.status_code == 200
     assert client.get("/healthz").status_code == 200  # probes are never limited
+
+
+@pytest.mark.parametrize("hops", [0, 1])
+def test_behind_a_proxy_clients_without_a_key_keep_budgets_of_their_own(tmp_path, r, hops):
+    client = make_app(tmp_path, ops_redis_url(), rate_limit="2/minute", proxy_hops=hops).test_client()
+
+    def anonymous(address):  # what a load balancer in front of Winnow sends on
+        return client.get("/api/v1/queue", headers={"X-Forwarded-For": address},
+                          environ_base={"REMOTE_ADDR": "10.0.0.1"}).status_code
+
+    assert [anonymous("198.51.100.7") for _ in range(3)] == [401, 401, 429]
+    # With the proxy believed, another client has its own budget; without, everyone shares the proxy's.
+    assert anonymous("203.0.113.9") == (401 if hops else 429)
 
 
 def test_akismet_face_is_limited_in_plain_text(tmp_path, r):

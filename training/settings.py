@@ -49,6 +49,9 @@ class Settings:
     retrain_lock_seconds: int = 20  # a killed retrain frees its lock this long after its last heartbeat
     # Console session cookie: Secure always when true; otherwise Secure whenever the request itself came over https.
     secure_cookies: bool = False
+    # Reverse proxies in front of the web processes whose X-Forwarded-For/-Proto to believe (0: none). Behind one,
+    # every client would otherwise share the proxy's address: one rate-limit budget for all requests without a key.
+    proxy_hops: int = 0
     # Akismet face: answer an unsure verdict `true` (no discard) so plugins hold it in their spam folder for review;
     # false answers it `false` (published). A site policy's own `unsure_as_spam`, when it has one, wins.
     akismet_unsure_as_spam: bool = True
