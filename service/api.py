@@ -16,7 +16,7 @@ from flask import Blueprint, Flask, Response, jsonify, request, stream_with_cont
 from service import checking
 from service.auth import current, requires, site_scope
 from service.context import services
-from service.http import ApiError, BatchInvalid, error_response, json_object
+from service.http import ApiError, BatchInvalid, error_response, json_object, store_down_message
 from training import pages
 from training.checks import VERDICTS
 from training.labels import MAX_BATCH as MAX_LABELS
@@ -269,10 +269,11 @@ def _label_ack(record) -> dict[str, Any]:
             "labelled_at": record.labelled_at, "labelled_by": record.labelled_by}
 
 
-def _domain_error(status: int, code: str, message: str, field: str | None = None):
+def _domain_error(status: int, code: str, message: str | None, field: str | None = None):
+    """A handler answering `message` (None: the data store's, which depends on the method)."""
     def handle(exc: Exception) -> Response:
         headers = [("Retry-After", "5")] if status == 503 else []
-        return error_response(status, code, message, field=field, headers=headers)
+        return error_response(status, code, message or store_down_message(), field=field, headers=headers)
     return handle
 
 
@@ -281,8 +282,7 @@ def init_app(app: Flask) -> None:
     # these itself to answer in its own protocol.
     app.register_error_handler(checking.NotFound, _domain_error(
         404, "not_found", "no such check (it may have passed its retention)", "id"))
-    app.register_error_handler(checking.StoreUnavailable, _domain_error(
-        503, "store_unavailable", "the data store is unavailable; nothing was stored, retry later"))
+    app.register_error_handler(checking.StoreUnavailable, _domain_error(503, "store_unavailable", None))
     app.register_error_handler(checking.NoModel, _domain_error(
         503, "no_model", "no model is loaded yet; retry in a few seconds"))
     app.register_error_handler(checking.NotTrainable, _domain_error(

@@ -173,8 +173,13 @@ def _http_error(exc: HTTPException) -> Response | HTTPException:
 
 def _store_down(exc: redis.RedisError) -> Response:
     log.warning("redis unavailable on %s %s: %s", request.method, request.path, exc)
-    return error_response(503, "store_unavailable", "the data store is unavailable; nothing was stored, retry later",
-                          headers=[("Retry-After", "5")])
+    return error_response(503, "store_unavailable", store_down_message(), headers=[("Retry-After", "5")])
+
+
+def store_down_message() -> str:
+    if request.method in ("GET", "HEAD", "OPTIONS"):
+        return "the data store is unavailable; retry later"
+    return "the data store is unavailable; nothing was stored, retry later"
 
 
 def _unexpected(exc: Exception) -> Response:

@@ -105,6 +105,26 @@ def test_the_top_bar_shows_a_key_names_control_characters_as_markers(app):
     assert "&lt;b&gt;evil[U+202E]&lt;/b&gt;" in html and "\u202e" not in html
 
 
+def test_with_redis_away_pages_say_so_and_reads_do_not_speak_of_storing(app, keys, monkeypatch):
+    import redis as redis_lib
+
+    client = app.test_client()
+    sign_in(client, keys["moderator"])
+    store = app.extensions["winnow"]
+
+    def down(*args, **kwargs):
+        raise redis_lib.ConnectionError("Redis is away")
+
+    monkeypatch.setattr(store.redis, "get", down)  # console sessions live in Redis
+    page = client.get("/moderate/queue")
+    assert page.status_code == 503 and page.mimetype == "text/html" and page.headers["Retry-After"] == "5"
+    assert "The console is unavailable" in page.get_data(as_text=True)
+    monkeypatch.setattr(store.checks, "queue", down)
+    listed = client.get("/api/v1/queue", headers={"Authorization": f"Bearer {keys['moderator']}"})
+    assert listed.status_code == 503
+    assert listed.get_json()["error"]["message"] == "the data store is unavailable; retry later"
+
+
 def test_session_cookie_is_httponly_strict_and_secure_on_https(app, keys):
     client = app.test_client()
     form = client.get("/moderate/sign-in").get_data(as_text=True)

@@ -2,13 +2,18 @@
 from __future__ import annotations
 
 import hmac
+import logging
 import re
 
+import redis
 from flask import Blueprint, abort, redirect, render_template, request, session, url_for
 
 from service import auth
 from service.console import session as console_session
+from service.checking import StoreUnavailable
 from service.context import services
+
+log = logging.getLogger("winnow.console")
 
 bp = Blueprint("console", __name__, url_prefix="/moderate", template_folder="templates", static_folder="static")
 
@@ -106,6 +111,14 @@ def page(name: str):
         return redirect(url_for("console.sign_in", next=name))
     return render_template(f"console/{name}.html", page=name, pages=PAGES, title=PAGES[name], moderator=moderator,
                            csrf=auth.csrf_token(), api=API_BASE)
+
+
+@bp.errorhandler(redis.RedisError)
+@bp.errorhandler(StoreUnavailable)
+def store_down(exc: Exception):
+    """A page asked for while Redis is away (sessions live there): a page that says so, not a JSON error."""
+    log.warning("console page %s unavailable: %s", request.path, exc)
+    return render_template("console/unavailable.html", title="Unavailable"), 503, {"Retry-After": "5"}
 
 
 def _same(expected: str, presented: str | None) -> bool:
