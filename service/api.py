@@ -228,10 +228,9 @@ def _limit(default: int = 50) -> int:
     raw = request.args.get("limit")
     if raw is None:
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValidationError("limit", "must be an integer") from None
+    if not (raw.isascii() and raw.isdigit()):  # int() would also take " 5", "1_000" and other scripts' digits
+        raise ValidationError("limit", "must be an integer")
+    value = int(raw)
     if not 1 <= value <= pages.MAX_LIMIT:
         raise ValidationError("limit", f"must be between 1 and {pages.MAX_LIMIT}")
     return value

@@ -34,10 +34,10 @@ def sites():
 @api.get("/activity")
 @auth.requires("moderator")
 def activity_per_day():
-    try:
-        days = int(request.args.get("days", "30"))
-    except ValueError:
-        raise ApiError(400, "invalid", "must be a whole number of days", field="days") from None
+    raw = request.args.get("days", "30")
+    if not (raw.isascii() and raw.isdigit()):
+        raise ApiError(400, "invalid", "must be a whole number of days", field="days")
+    days = int(raw)
     if not 1 <= days <= activity.MAX_READ_DAYS:
         raise ApiError(400, "invalid", f"must be between 1 and {activity.MAX_READ_DAYS}", field="days")
     return jsonify(activity.daily(services().redis, days=days, site=_scope(request.args.get("site"))))
