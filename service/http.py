@@ -81,8 +81,6 @@ def json_body(*, required: bool = True) -> Any:
         raise ApiError(400, "bad_encoding", f"body is not valid UTF-8 (byte {exc.start})", field="body") from None
     try:
         body = json.loads(text, parse_constant=_refuse_constant)
-        _refuse_lone_surrogates(body)
-        return body
     except ApiError:
         raise
     except RecursionError:
@@ -92,6 +90,8 @@ def json_body(*, required: bool = True) -> Any:
                        f"{exc.colno}", field="body") from None
     except ValueError:  # Python reads integers of at most 4,300 digits
         raise ApiError(400, "bad_json", "body holds a number too long to read", field="body") from None
+    _refuse_lone_surrogates(body)
+    return body
 
 
 def _has_huge_float(value: Any) -> bool:
@@ -121,15 +121,14 @@ def _refuse_lone_surrogates(value: Any) -> None:
                 try:
                     item.encode("utf-8")
                 except UnicodeEncodeError:
-                    raise ApiError(400, "invalid", "is not valid UTF-8 text (lone surrogate)",
-                                   field=path or "body") from None
+                    raise ValidationError(path or "body", "is not valid UTF-8 text (lone surrogate)") from None
         elif kind is dict:
             for key, child in item.items():
                 try:
                     key.encode("utf-8")
                 except UnicodeEncodeError:
-                    raise ApiError(400, "invalid", "holds a name that is not valid UTF-8 text (lone surrogate)",
-                                   field=path or "body") from None
+                    raise ValidationError(path or "body",
+                                          "holds a name that is not valid UTF-8 text (lone surrogate)") from None
                 stack.append((f"{path}.{key}" if path else key, child))
         elif kind is list:
             stack.extend((f"{path}[{i}]", child) for i, child in enumerate(item))

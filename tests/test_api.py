@@ -137,7 +137,8 @@ def test_a_lone_surrogate_anywhere_in_a_body_is_a_400_naming_where(api, path, ra
     """Not text: nothing could store it or send it on (a check's ids once stopped its writer thread)."""
     resp = api("POST", path, "admin", raw=raw)
     assert resp.status_code == 400, resp.data
-    assert error(resp) == {"code": "invalid", "field": field, "message": "is not valid UTF-8 text (lone surrogate)"}
+    assert error(resp) == {"code": "invalid", "field": field,
+                           "message": f"{field}: is not valid UTF-8 text (lone surrogate)"}
 
 
 def test_bodies_read_the_same_whichever_json_parser_reads_them(api, app):
