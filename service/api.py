@@ -228,7 +228,7 @@ def _limit(default: int = 50) -> int:
     raw = request.args.get("limit")
     if raw is None:
         return default
-    if not (raw.isascii() and raw.isdigit()):  # int() would also take " 5", "1_000" and other scripts' digits
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 9:  # int() also takes " 5", "1_0", other digits
         raise ValidationError("limit", "must be an integer")
     value = int(raw)
     if not 1 <= value <= pages.MAX_LIMIT:

@@ -55,10 +55,11 @@ def on_starting(server) -> None:
 
 
 def post_worker_init(worker) -> None:
-    # The worker has imported the app and loaded its model: keep those objects out of the garbage collector's way.
+    # The worker has imported the app and loaded its model: read keys and site settings, then keep those objects
+    # out of the garbage collector's way.
     from service import ops
 
-    ops.freeze_heap(worker.wsgi)
+    ops.worker_booted(worker.wsgi)
 
 
 def child_exit(server, worker) -> None:

@@ -82,6 +82,20 @@ _UNSET = object()
 _frozen_version: object = _UNSET  # the model version whose heap is frozen; _UNSET while freezing is off
 
 
+def worker_booted(app: Flask) -> None:
+    """What a gunicorn web worker does once it has loaded the app, before it answers anything: read every key and
+    site setting (so an idle worker still knows them if Redis goes away), start following them, and freeze the
+    heap."""
+    directory = app.extensions[EXTENSION].keys.directory
+    if directory is not None:
+        try:
+            directory.refresh()
+        except redis.RedisError as exc:  # read as soon as Redis answers
+            log.warning("keys and site settings not read at start: %s", exc)
+        directory.ensure_running()
+    freeze_heap(app)
+
+
 def freeze_heap(app: Flask) -> None:
     """Report the loaded model in the metrics, and take everything alive now (the imported libraries, the loaded
     model) out of the cyclic garbage collector's

@@ -214,6 +214,25 @@ def test_a_worker_reports_its_model_once_booted_not_at_its_first_answer(tmp_path
     assert metrics.MODEL_LOADED._value.get() == 1
 
 
+def test_a_booted_worker_has_read_every_key_before_its_first_request(tmp_path, r, monkeypatch):
+    """So a worker that has answered nothing yet still knows every key and site setting if Redis goes away."""
+    import types
+
+    from service import ops
+
+    monkeypatch.setattr(ops, "gc", types.SimpleNamespace(collect=lambda: 0, freeze=lambda: None))
+    plain, record = KeyStore(r).create(SITE, "site")
+    app = make_app(tmp_path, ops_redis_url())
+    services = app.extensions["winnow"]
+    ops.worker_booted(app)
+    try:
+        services.keys.redis = redis.Redis(port=free_port(), socket_connect_timeout=0.1)  # Redis gone
+        assert services.keys.authenticate(plain) == record
+        assert services.sites.policy(SITE) == services.sites.base
+    finally:
+        services.keys.directory.stop()
+
+
 def test_metric_labels_stay_bounded_whatever_the_client_sends(tmp_path):
     client = make_app(tmp_path, dead_redis_url()).test_client()
     client.open("/no/such/page/12345", method="BREW")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import logging
 import secrets
 import string
 import threading
@@ -19,6 +20,8 @@ import redis
 
 from training import directory, rediskeys
 from training.schema import ValidationError
+
+log = logging.getLogger("winnow.keys")
 
 ROLES = ("site", "moderator", "admin")
 SITE_KEY_LENGTH = 12  # the Akismet key shape, so Akismet plugins accept a Winnow site key unchanged
@@ -168,14 +171,23 @@ class KeyStore:
         digests = [d.decode() for d in self.redis.smembers(rediskeys.KEYS_INDEX)]
         known: dict[str, KeyRecord] = {}
         hashes = directory.read_hashes(self.redis, [rediskeys.KEY.format(digest=d) for d in digests])
+        unreadable = 0
         for d, h in zip(digests, hashes):
             if h:
-                record = KeyRecord.from_hash(h)
+                try:
+                    record = KeyRecord.from_hash(h)
+                except (KeyError, ValueError, UnicodeDecodeError):  # edited by hand: that key alone is unusable
+                    unreadable += 1
+                    continue
                 if not record.revoked:
                     known[d] = record
+        if unreadable:
+            log.warning("%d key record(s) could not be read and are refused", unreadable)
         with self._lock:
             self._known = known
             self._known_ids = {r.id: r for r in known.values()}
+            # Lookups made before this read may hold keys revoked since: the read is what counts now.
+            self._cache.clear()
 
     def _snapshot(self) -> dict[str, KeyRecord] | None:
         if self.directory is not None:

@@ -43,7 +43,8 @@ def bump(pipe) -> None:
 
 
 class Directory:
-    """The background reader of a KeyStore's and a SiteStore's snapshots (started on first use, again after fork)."""
+    """The background reader of a KeyStore's and a SiteStore's snapshots: started when a web worker boots
+    (service/ops.worker_booted, which also reads once before the worker answers anything), or on first use."""
 
     def __init__(self, client: redis.Redis, keys, sites, *, poll_seconds: float = POLL_SECONDS,
                  full_seconds: float = FULL_SECONDS):
@@ -53,10 +54,11 @@ class Directory:
         self.poll_seconds = poll_seconds
         self.full_seconds = full_seconds
         self._version: bytes | None = None
-        self._read_at = 0.0
+        self._read_at: float | None = None  # monotonic time of the last full read; None before the first
         self._thread: threading.Thread | None = None
         self._pid = 0
         self._lock = threading.Lock()
+        self._stop = threading.Event()
         keys.directory = sites.directory = self
 
     def ensure_running(self) -> None:
@@ -66,14 +68,25 @@ class Directory:
             if self._thread is not None and self._pid == os.getpid():
                 return
             self._pid = os.getpid()
+            self._stop.clear()
             self._thread = threading.Thread(target=self._run, name="winnow-directory", daemon=True)
             self._thread.start()
 
+    def stop(self) -> None:
+        self._stop.set()
+        thread, self._thread = self._thread, None
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=5)
+
     def refresh(self) -> bool:
-        """Read everything again if the version changed (or the last read is old); True when it did. Raises for
-        Redis errors, keeping the snapshot it had."""
+        """Read everything again if the version changed (or the last read is old, or there was none); True when it
+        did. Sites a check asked about that the last read did not know are looked up too. Raises for Redis errors,
+        keeping the snapshot it had."""
+        if self.sites.index_missed():
+            self._version = None  # found settings no index named: read everything again below
         version = self.redis.get(rediskeys.DIRECTORY_VERSION)
-        if version == self._version and time.monotonic() - self._read_at < self.full_seconds:
+        if (self._read_at is not None and version == self._version
+                and time.monotonic() - self._read_at < self.full_seconds):
             return False
         started = time.monotonic()
         self.keys.load_all()
@@ -83,7 +96,7 @@ class Directory:
 
     def _run(self) -> None:
         failing = False
-        while True:
+        while not self._stop.is_set():
             try:
                 self.refresh()
                 if failing:
@@ -95,4 +108,4 @@ class Directory:
                 failing = True
             except Exception:  # the snapshot must keep being refreshed whatever happens once
                 log.exception("reading keys and site settings failed")
-            time.sleep(self.poll_seconds)
+            self._stop.wait(self.poll_seconds)

@@ -105,6 +105,10 @@ class SiteStore:
         # Every site's own settings as last read by load_all (training.directory keeps it fresh); a site missing
         # from it has the defaults.
         self._known: dict[str, SitePolicy] | None = None
+        # Sites checks asked about that the last read did not know, and those looked up since: settings written
+        # without the index (by hand, or by an older Winnow during an upgrade) are found within about a second.
+        self._missed: set[str] = set()
+        self._looked: set[str] = set()
         self.directory = None
 
     def policy(self, site: str) -> SitePolicy:
@@ -115,7 +119,12 @@ class SiteStore:
             self.directory.ensure_running()
         known = self._known
         if known is not None:
-            return known.get(site, self.base)
+            policy = known.get(site)
+            if policy is not None:
+                return policy
+            if site not in self._looked and len(self._missed) < 1000:
+                self._missed.add(site)
+            return self.base
         now = time.monotonic()
         hit = self._cache.get(site)
         if hit is not None and now - hit[1] < self.cache_seconds:
@@ -170,6 +179,24 @@ class SiteStore:
                 self._known = known
         return policy
 
+    def index_missed(self) -> bool:
+        """Look up the sites checks asked about that the last read did not know; index those that have settings
+        of their own and say so (True: read everything again). Raises for Redis errors."""
+        missed, self._missed = self._missed, set()
+        if not missed:
+            return False
+        names = sorted(missed)
+        found = [site for site, raw in zip(names, directory.read_hashes(
+            self.redis, [rediskeys.SITE.format(site=site) for site in names])) if raw]
+        if found:
+            log.warning("settings of %d site(s) were missing from the site index; indexed now", len(found))
+            with self.redis.pipeline(transaction=True) as pipe:
+                pipe.sadd(rediskeys.SITES_INDEX, *found)
+                directory.bump(pipe)
+                pipe.execute()
+        self._looked.update(names)
+        return bool(found)
+
     def load_all(self) -> None:
         """Read every site's own settings into memory; raises for Redis errors."""
         if not self.redis.exists(rediskeys.SITES_INDEXED):
@@ -192,6 +219,7 @@ class SiteStore:
                 log.warning("site %s has unreadable settings; using the defaults", site)
         with self._lock:
             self._known = known
+            self._looked = set()
 
     def _overrides(self, site: str) -> dict[str, Any]:
         raw = self.redis.hgetall(rediskeys.SITE.format(site=site))

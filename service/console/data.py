@@ -35,7 +35,7 @@ def sites():
 @auth.requires("moderator")
 def activity_per_day():
     raw = request.args.get("days", "30")
-    if not (raw.isascii() and raw.isdigit()):
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 9:
         raise ApiError(400, "invalid", "must be a whole number of days", field="days")
     days = int(raw)
     if not 1 <= days <= activity.MAX_READ_DAYS:
