@@ -248,13 +248,28 @@ def test_a_run_in_a_shell_is_the_flight_and_starts_the_follow_up_asked_meanwhile
     assert r.get(keys.RETRAIN_ACTIVE) is None and r.get(keys.RETRAIN_PENDING) is None
 
 
-def test_a_shell_run_refuses_while_a_job_is_queued_and_a_dead_one_blocks_nothing(r, settings, backwards_model):
+def test_a_shell_run_refuses_while_a_worker_will_run_the_queued_job_else_takes_it_over(r, settings,
+                                                                                   backwards_model):
     seed_champion(r, settings, backwards_model)
     store_labels(r, campaign(60, seed=14))
-    queued = jobs.enqueue_retrain(r, settings, reason="queued")
+    queued = jobs.enqueue_retrain(r, settings, reason="queued", full=True)
+    worker = SimpleWorker([Queue(settings.queue_name, connection=r)], connection=r)
+    worker.register_birth()  # a worker is up: it will run the queued retrain
     with pytest.raises(jobs.RetrainBusy, match=queued):
         jobs.run_here(r, settings)
-    run_burst(r, settings)
+    worker.register_death()
+    r.delete(worker.key)
+    r.srem("rq:workers", worker.key)
+    r.srem(f"rq:workers:{settings.queue_name}", worker.key)
+    record = jobs.run_here(r, settings, reason="shell")  # no worker would ever run it: taken over
+    assert record["decision"] == "promote" and record["full_requested"] is True
+    assert record["reason"] == f"shell (took over {queued}, which no worker was up to run)"
+    assert jobs.job_status(r, queued)["status"] == "canceled"
+    assert r.get(keys.RETRAIN_ACTIVE) is None and Queue(settings.queue_name, connection=r).count == 0
+
+
+def test_a_dead_shell_run_blocks_nothing(r, settings, backwards_model):
+    seed_champion(r, settings, backwards_model)
 
     # A shell killed mid-run leaves its id behind; its lease is gone, so the flight is over.
     r.set(keys.RETRAIN_ACTIVE, "here-99")

@@ -17,8 +17,8 @@ from typing import Any, Sequence
 
 import numpy as np
 import redis as redis_lib
-from rq import Queue, Retry
-from rq.exceptions import NoSuchJobError
+from rq import Queue, Retry, Worker
+from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job, JobStatus, get_current_job
 from rq.job_lifecycle import record_job_failure
 from rq.registry import StartedJobRegistry
@@ -304,6 +304,8 @@ def _finish_flight(redis: redis_lib.Redis, settings: Settings, job_id: str) -> s
     queue = Queue(settings.queue_name, connection=redis)
 
     def decide(pipe, active, pending):
+        if active != job_id:  # the flight is no longer this run's (its lock ran out and another took over)
+            return None
         pipe.multi()
         if pending is not None:
             spec = json.loads(pending)
@@ -312,8 +314,7 @@ def _finish_flight(redis: redis_lib.Redis, settings: Settings, job_id: str) -> s
             _enqueue(queue, spec["job_id"], site=spec.get("site"), reason=f"follow-up: {spec.get('reason')}",
                      by=spec.get("by"), full=bool(spec.get("full")), pipeline=pipe)
             return spec["job_id"]
-        if active == job_id:
-            pipe.delete(keys.RETRAIN_ACTIVE)
+        pipe.delete(keys.RETRAIN_ACTIVE)
         return None
 
     return _in_flight_transaction(redis, decide)
@@ -354,12 +355,26 @@ def run_here(redis: redis_lib.Redis, settings: Settings, *, reason: str = "manua
              full: bool = False) -> dict:
     """`winnow retrain --now`: one retrain in this process, inside the single flight. Returns the run record.
 
-    Refused (RetrainBusy) while a retrain is queued or running. While it runs it is the flight: asking for a retrain
-    meanwhile books the one follow-up, which it enqueues when it ends, instead of queueing a job that would wait for
-    the lock and use up its retries. If this process dies, its flight ends with its lock's lease."""
+    Refused (RetrainBusy) while a retrain runs, or waits in the queue for a worker that is up. A queued retrain no
+    worker would run is taken over: cancelled, and run here (a full refit if it was one). While it runs it is the
+    flight: asking for a retrain meanwhile books the one follow-up, which it enqueues when it ends, instead of
+    queueing a job that would wait for the lock and use up its retries. If this process dies, its flight ends with
+    its lock's lease."""
     recover_abandoned(redis, settings)
     active = _text(redis.get(keys.RETRAIN_ACTIVE))
-    if _flight_state(redis, active) is not None:
+    state = _flight_state(redis, active)
+    if state == "waiting" and not Worker.count(connection=redis, queue=Queue(settings.queue_name, connection=redis)):
+        try:
+            job = Job.fetch(active, connection=redis)
+            full = full or bool(job.kwargs.get("full"))
+            job.meta.update(stage="taken over by `winnow retrain --now`")
+            job.save_meta()
+            job.cancel()
+            reason = f"{reason} (took over {active}, which no worker was up to run)"
+        except (NoSuchJobError, InvalidJobOperation):  # started or ended meanwhile
+            pass
+        state = _flight_state(redis, active)
+    if state is not None:
         raise RetrainBusy(f"retrain {active} is queued or running")
     lease = _Lease(redis, settings.retrain_lock_seconds)
     if not lease.acquire(wait=settings.retrain_lock_seconds + 5):
