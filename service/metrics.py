@@ -53,6 +53,12 @@ MODEL_LOADED = Gauge(
     "1 when every live web worker has a model loaded.",
     multiprocess_mode="livemin",
 )
+MODEL_REFUSED = Gauge(
+    "winnow_model_refused",
+    "1 when a live web worker refused to load the version the registry serves (another deployment's secret, or "
+    "another scikit-learn) and serves an older model or the starter instead.",
+    multiprocess_mode="livemax",
+)
 WRITE_BUFFER_SIZE = Gauge(
     "winnow_write_buffer_size",
     "Checked comments waiting in the write-behind buffer, summed over live workers.",

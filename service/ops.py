@@ -52,13 +52,16 @@ def readyz() -> Response:
         checks["redis"] = {"ok": False, "error": type(exc).__name__}
     version, model = svc.serving.snapshot()
     metrics.observe_model(version if model is not None else None)
-    refused = getattr(svc.serving, "refused_current", None)
-    checks["model"] = {"ok": model is not None and refused is None, "version": version}
+    checks["model"] = {"ok": model is not None, "version": version}
     if model is None:
         checks["model"]["error"] = "no model loaded yet"
-    elif refused is not None:
-        # A node with another deployment's secret (or scikit-learn) would serve a model the others do not.
-        checks["model"]["error"] = f"cannot load model {refused}, which the registry serves (see the log)"
+    refused = getattr(svc.serving, "refused_current", None)
+    metrics.MODEL_REFUSED.set(1 if refused else 0)
+    if refused is not None:
+        # Still ready: it answers with the model it has, and taking it out of rotation would take every node out
+        # when all of them refuse (a scikit-learn upgrade everywhere). Alert on winnow_model_refused instead.
+        checks["model"]["warning"] = (f"cannot load model {refused}, which the registry serves; serving "
+                                      f"{version} instead (another deployment's secret or scikit-learn? see the log)")
     ready = all(c["ok"] for c in checks.values())
     body = {"ready": ready, "checks": checks}
     if not ready:
@@ -127,8 +130,10 @@ def _note_model(response: Response) -> Response:
     now = time.monotonic()
     if now >= _next_model_check:
         _next_model_check = now + _MODEL_CHECK_SECONDS
-        version, model = services().serving.snapshot()
+        serving = services().serving
+        version, model = serving.snapshot()
         metrics.observe_model(version if model is not None else None)
+        metrics.MODEL_REFUSED.set(1 if getattr(serving, "refused_current", None) else 0)
         _refreeze(version)
     return response
 

@@ -103,12 +103,14 @@ def test_readyz_says_which_check_failed(tmp_path, r):
     assert resp.status_code == 503 and resp.get_json()["failed"] == ["model"]
 
     # A node that cannot load the version the registry serves (another deployment's secret, say) serves something
-    # else: not ready, so a load balancer takes it out of rotation.
+    # else: still ready (every node of a scikit-learn upgrade would refuse), but it says so, and the metric alerts.
     app = make_app(tmp_path, ops_redis_url())
     app.extensions["winnow"].serving.refused_current = "v7"
-    resp = app.test_client().get("/readyz")
-    assert resp.status_code == 503 and resp.get_json()["failed"] == ["model"]
-    assert resp.get_json()["checks"]["model"]["error"] == "cannot load model v7, which the registry serves (see the log)"
+    client = app.test_client()
+    resp = client.get("/readyz")
+    assert resp.status_code == 200
+    assert resp.get_json()["checks"]["model"]["warning"].startswith("cannot load model v7, which the registry serves")
+    assert "winnow_model_refused 1.0" in client.get("/metrics").get_data(as_text=True)
 
 
 # ---- request ids and logs --------------------------------------------------------------------------------------

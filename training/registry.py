@@ -442,8 +442,9 @@ class ServingModel:
         except redis_lib.RedisError as exc:
             log.debug("registry poll failed: %s", exc)
             return False
+        if current != self.refused_current:
+            self.refused_current = None  # the pointer moved on from the version this process refused
         if current is None or current == self._state[0]:
-            self.refused_current = None
             return False
         refused_at = self._refused.get(current)
         if refused_at is not None and time.monotonic() - refused_at < 30:
