@@ -386,8 +386,9 @@ def main() -> str:
             f"Targets at 16 connections: check ≥ 75 % of ping — measured **{ratio16:.0%}**; check p99 ≤ 10 ms — "
             f"measured **{at16['p99']:.2f} ms**: " + ("both met." if met else "**not met** in this run.")
             + f" With 16 connections each waiting for its answer, the mean latency is 16 ÷ throughput (Little's law): "
-            f"{at16['rps']:,.0f} checks/s means {16 / at16['rps'] * 1000:.1f} ms on average, so a p99 of 10 ms needs "
-            "well over 1,600 checks/s.",
+            f"{at16['rps']:,.0f} checks/s means {16 / at16['rps'] * 1000:.1f} ms on average, and the p99 is "
+            f"{at16['p99'] / (16 / at16['rps'] * 1000):.1f} times that. A p99 of 10 ms needs well over 1,600 checks/s "
+            "and a tail close to the mean.",
             "",
             f"Same runs with gunicorn `{other}` workers{_threads(other)} (the alternative "
             "`WINNOW_WEB_WORKER_CLASS`; a `sync` worker closes the connection after each answer):",
