@@ -15,7 +15,7 @@ import redis
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from training.schema import ContentTooLarge, ValidationError
+from training.schema import ContentTooLarge, ValidationError, check_text, is_text
 
 log = logging.getLogger("winnow.http")
 
@@ -117,18 +117,11 @@ def _refuse_lone_surrogates(value: Any) -> None:
         path, item = stack.pop()
         kind = type(item)
         if kind is str:
-            if not item.isascii():
-                try:
-                    item.encode("utf-8")
-                except UnicodeEncodeError:
-                    raise ValidationError(path or "body", "is not valid UTF-8 text (lone surrogate)") from None
+            check_text(path or "body", item)
         elif kind is dict:
             for key, child in item.items():
-                try:
-                    key.encode("utf-8")
-                except UnicodeEncodeError:
-                    raise ValidationError(path or "body",
-                                          "holds a name that is not valid UTF-8 text (lone surrogate)") from None
+                if not is_text(key):
+                    raise ValidationError(path or "body", "holds a name that is not valid UTF-8 text (lone surrogate)")
                 stack.append((f"{path}.{key}" if path else key, child))
         elif kind is list:
             stack.extend((f"{path}[{i}]", child) for i, child in enumerate(item))

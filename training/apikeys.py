@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import redis
 
 from training import directory, rediskeys
-from training.schema import ValidationError
+from training.schema import ValidationError, check_text
 
 log = logging.getLogger("winnow.keys")
 
@@ -39,11 +39,7 @@ def normalise_site(value: Any, field: str = "site") -> str:
     if not isinstance(value, str) or not value.strip():
         raise ValidationError(field, "must be a site URL such as https://blog.example.com")
     text = value.strip()
-    if not text.isascii():
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:  # a lone surrogate, or a command-line byte that was no UTF-8
-            raise ValidationError(field, "is not valid UTF-8 text (lone surrogate)") from None
+    check_text(field, text)
     if "://" not in text:
         text = "https://" + text
     try:

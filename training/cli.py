@@ -18,6 +18,8 @@ import sys
 from pathlib import Path
 from typing import Any, Iterable, Sequence, TextIO
 
+from training.schema import is_text
+
 COMMANDS: list[tuple[str, str]] = [
     ("train", "training.cli"),
     ("evaluate", "training.cli"),
@@ -47,9 +49,7 @@ class CommandError(Exception):
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     for arg in argv:
-        try:
-            arg.encode("utf-8")
-        except UnicodeEncodeError:  # bytes that were no UTF-8 (Python keeps them as lone surrogates)
+        if not is_text(arg):  # bytes that were no UTF-8 (Python keeps them as lone surrogates)
             try:
                 shown = arg.encode("utf-8", "surrogateescape")
             except UnicodeEncodeError:

@@ -21,7 +21,7 @@ from xml.sax.handler import ContentHandler, feature_namespaces
 import defusedxml.sax
 from defusedxml import DefusedXmlException
 
-from .schema import ALIASES, MAX_POST_TEXT_CHARS, Comment, ValidationError
+from .schema import ALIASES, MAX_POST_TEXT_CHARS, Comment, ValidationError, is_text
 
 FORMATS = ("jsonl", "csv", "sms", "youtube", "wxr", "disqus")
 
@@ -340,21 +340,10 @@ class _Rows:
                 del fields[exc.field]
         record_id = None if id is None or id == "" else str(id)
         for name, value in (("source", self.source or source), ("id", record_id)):
-            if value is not None and not _is_text(value):
+            if value is not None and not is_text(value):
                 self.error(line, f"{names.get(name, name)}: is not valid UTF-8 text")
                 return
         self.result.records.append(Record(comment, label, self.source or source, record_id, line))
-
-
-def _is_text(value: str) -> bool:
-    """No lone surrogate (a JSON escape, or a byte of a file name that was no UTF-8)."""
-    if value.isascii():
-        return True
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 # --- JSONL ---------------------------------------------------------------------------------------------------

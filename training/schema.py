@@ -156,17 +156,17 @@ def _clean(name: str, value: Any, field: str) -> Any:
             return value
         if len(value.encode("utf-8", "surrogatepass")) > MAX_CONTENT_BYTES:
             raise ContentTooLarge(field, f"is larger than {MAX_CONTENT_BYTES} bytes")
-        _check_encodable(field, value)
+        check_text(field, value)
         return value
     if name == "post_text":
         if len(value) > MAX_POST_TEXT_CHARS:
             raise ValidationError(field, f"is longer than {MAX_POST_TEXT_CHARS} characters")
-        _check_encodable(field, value)
+        check_text(field, value)
         return value
     if len(value) > MAX_FIELD_CHARS:
         raise ValidationError(field, f"is longer than {MAX_FIELD_CHARS} characters")
-    if not value.isascii():
-        _check_encodable(field, value)
+    if not value.isascii():  # most fields are: no call on the check's path
+        check_text(field, value)
     value = value.strip()
     if name in _PLAIN_FIELDS:
         return value
@@ -195,11 +195,22 @@ def _clean(name: str, value: Any, field: str) -> Any:
     return value
 
 
-def _check_encodable(field: str, value: str) -> None:
+def is_text(value: str) -> bool:
+    """No lone surrogate: what a JSON escape such as "\\ud800", or a command-line byte that was no UTF-8, leaves in a
+    str. Such a str is no text: nothing can store or send it on."""
+    if value.isascii():
+        return True
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
-        raise ValidationError(field, "is not valid UTF-8 text (lone surrogate)") from None
+        return False
+    return True
+
+
+def check_text(field: str, value: str) -> None:
+    """ValidationError naming `field` unless `value` is text (see is_text)."""
+    if not is_text(value):
+        raise ValidationError(field, "is not valid UTF-8 text (lone surrogate)")
 
 
 def parse_timestamp(value: str, field: str = "created_at") -> str:
