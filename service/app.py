@@ -65,7 +65,7 @@ def build_services(settings: Settings, client: redis.Redis, serving) -> Services
                          on_size=lambda n: metrics.WRITE_BUFFER_SIZE.set(n))
     keys = KeyStore(client, cache_seconds=settings.auth_cache_seconds)
     sites = SiteStore(client, settings, cache_seconds=settings.site_cache_seconds)
-    Directory(client, keys, sites)  # keeps every key and site setting in memory, started on first use
+    Directory(client, keys, sites)  # every key and site setting in memory; a worker starts it at boot (ops)
     return Services(
         settings=settings, redis=client, serving=serving, keys=keys, sites=sites,
         checks=checks, writer=writer, labels=LabelStore(client),

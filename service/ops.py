@@ -50,13 +50,10 @@ def readyz() -> Response:
         # The probe is public: name the failure, keep the server's address for the log.
         log.warning("readyz: Redis is not reachable: %s", exc)
         checks["redis"] = {"ok": False, "error": type(exc).__name__}
-    version, model = svc.serving.snapshot()
-    metrics.observe_model(version if model is not None else None)
+    version, model, refused = _observe_serving(svc.serving)
     checks["model"] = {"ok": model is not None, "version": version}
     if model is None:
         checks["model"]["error"] = "no model loaded yet"
-    refused = getattr(svc.serving, "refused_current", None)
-    metrics.MODEL_REFUSED.set(1 if refused else 0)
     if refused is not None:
         # Still ready: it answers with the model it has, and taking it out of rotation would take every node out
         # when all of them refuse (a scikit-learn upgrade everywhere). Alert on winnow_model_refused instead.
@@ -99,16 +96,23 @@ def worker_booted(app: Flask) -> None:
     freeze_heap(app)
 
 
-def freeze_heap(app: Flask) -> None:
-    """Report the loaded model in the metrics, and take everything alive now (the imported libraries, the loaded
-    model) out of the cyclic garbage collector's
-    scans: a full collection would otherwise walk the model's ~100k objects, a pause of tens of milliseconds
-    every few thousand requests. A web worker calls this once it has loaded the app (service/gunicorn_conf.py);
-    after a model swap the next request collects the old model and freezes again."""
-    global _frozen_version
-    version, model = app.extensions[EXTENSION].serving.snapshot()
-    # The worker's model gauge, now rather than at its first answer: a worker that has not served yet would read 0.
+def _observe_serving(serving) -> tuple[str | None, object, str | None]:
+    """(version, model, version refused) this process serves, written to its model gauges."""
+    version, model = serving.snapshot()
+    refused = getattr(serving, "refused_current", None)
     metrics.observe_model(version if model is not None else None)
+    metrics.MODEL_REFUSED.set(1 if refused else 0)
+    return version, model, refused
+
+
+def freeze_heap(app: Flask) -> None:
+    """Report the loaded model in the metrics (now, not at the worker's first answer: a worker that has served
+    nothing yet would read 0), and take everything alive now (the imported libraries, the loaded model) out of the
+    cyclic garbage collector's scans: a full collection would otherwise walk the model's ~100k objects, a pause of
+    tens of milliseconds every few thousand requests. A web worker calls this once it has loaded the app
+    (service/gunicorn_conf.py); after a model swap the next request collects the old model and freezes again."""
+    global _frozen_version
+    version, _, _ = _observe_serving(app.extensions[EXTENSION].serving)
     gc.collect()
     gc.freeze()
     _frozen_version = version
@@ -130,10 +134,7 @@ def _note_model(response: Response) -> Response:
     now = time.monotonic()
     if now >= _next_model_check:
         _next_model_check = now + _MODEL_CHECK_SECONDS
-        serving = services().serving
-        version, model = serving.snapshot()
-        metrics.observe_model(version if model is not None else None)
-        metrics.MODEL_REFUSED.set(1 if getattr(serving, "refused_current", None) else 0)
+        version, _, _ = _observe_serving(services().serving)
         _refreeze(version)
     return response
 

@@ -32,7 +32,7 @@ MAX_BATCH = 1000
 # label ("" when new), the stamp}; an unchanged label is a no-op that returns its stamp.
 # KEYS: label hash, audit list, overturns, idx all/site, idx all/*, idx ham/site, idx ham/*, idx spam/site,
 #       idx spam/*, then queue indices to leave.  ARGV: id, label, time ("" for Redis's clock), audit entry without
-#       "at", "from" and its closing brace, overturn (1/0), unused, then the hash's field/value pairs.
+#       "at", "from" and its closing brace, overturn (1/0), then the hash's field/value pairs.
 _PUT = """
 local old = redis.call('HGET', KEYS[1], 'label')
 if old == ARGV[2] then return {old, redis.call('HGET', KEYS[1], 'labelled_at')} end
@@ -41,7 +41,7 @@ if now == '' then
   local t = redis.call('TIME')
   now = t[1] .. '.' .. string.format('%06d', tonumber(t[2]))
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 7))
+redis.call('HSET', KEYS[1], unpack(ARGV, 6))
 redis.call('HSET', KEYS[1], 'labelled_at', now)
 redis.call('HSETNX', KEYS[1], 'created_at', now)
 local id = ARGV[1]
@@ -212,7 +212,7 @@ class LabelStore:
                   "comment": json.dumps(r.comment.to_dict(), ensure_ascii=False),
                   "labelled_by": r.labelled_by, "source": r.source,
                   "check_id": r.check_id, "verdict": r.verdict, "score": "" if r.score is None else repr(r.score)}
-        args = [r.id, r.label, repr(float(r.labelled_at)) if keep_time else "", audit, "1" if r.overturn else "0", ""]
+        args = [r.id, r.label, repr(float(r.labelled_at)) if keep_time else "", audit, "1" if r.overturn else "0"]
         for k, v in fields.items():
             args += [k, v]
         return args
