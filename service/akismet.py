@@ -13,7 +13,6 @@ import io
 import ipaddress
 import json
 import logging
-import os
 import re
 import threading
 import urllib.parse
@@ -27,6 +26,7 @@ from service import checking
 from service.context import EXTENSION, services
 from training import rediskeys
 from training.schema import MAX_CONTENT_BYTES, MAX_FIELD_CHARS, ContentTooLarge, Comment, ValidationError
+from training.threads import ProcessThread
 
 log = logging.getLogger("winnow.akismet")
 
@@ -352,11 +352,10 @@ class Usage:
         self._lock = threading.Lock()
         self._flushing = threading.Lock()  # a reader's flush waits for one already writing, so it sees its counts
         self._wake = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._pid = 0
+        self._thread = ProcessThread(self._run, "winnow-akismet-usage", on_start=self._on_start)
 
     def count(self, key_id: str, site: str, *counters: str, ts: float | None = None) -> None:
-        self._ensure_thread()
+        self._thread.ensure()
         hkey = rediskeys.AKISMET_USAGE.format(key_id=key_id, month=month_of(ts))
         with self._lock:
             for counter in counters:
@@ -404,17 +403,10 @@ class Usage:
     def calls(self, key_id: str, month: str) -> int:
         return sum(row["api_calls"] for row in self.sites(key_id, month))
 
-    def _ensure_thread(self) -> None:
-        if self._thread is not None and self._pid == os.getpid() and self._thread.is_alive():
-            return
-        with self._lock:
-            if self._thread is not None and self._pid == os.getpid() and self._thread.is_alive():
-                return
-            if self._pid != os.getpid():  # forked: the parent's sums are the parent's to write
-                self._pending.clear()
-            self._pid = os.getpid()
-            self._thread = threading.Thread(target=self._run, name="winnow-akismet-usage", daemon=True)
-            self._thread.start()
+    def _on_start(self, forked: bool) -> None:
+        if forked:  # the parent's sums are the parent's to write
+            self._lock, self._flushing = threading.Lock(), threading.Lock()
+            self._pending = {}
 
     def _run(self) -> None:
         while True:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import os
 import threading
 import time
 
@@ -26,6 +25,7 @@ from limits.strategies import FixedWindowRateLimiter
 from service.http import error_response
 from training import rediskeys
 from training.settings import Settings
+from training.threads import ProcessThread
 
 log = logging.getLogger("winnow.limits")
 
@@ -68,8 +68,7 @@ class SharedCounterStorage(Storage):
         self.flush_seconds = flush_seconds
         self._windows: dict[str, _Window] = {}
         self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-        self._pid = os.getpid()
+        self._flusher = ProcessThread(self._run, "winnow-rate-limit-flush", on_start=self._on_start)
 
     @property
     def base_exceptions(self) -> type[Exception]:
@@ -77,7 +76,7 @@ class SharedCounterStorage(Storage):
 
     # ---- the limits.Storage interface (fixed window) ----------------------------------------------------------
     def incr(self, key: str, expiry: int, amount: int = 1) -> int:
-        self._ensure_flusher()
+        self._flusher.ensure()
         now = time.time()
         with self._lock:
             window = self._windows.get(key)
@@ -156,17 +155,10 @@ class SharedCounterStorage(Storage):
     def _redis_key(self, key: str) -> str:
         return rediskeys.RATE_LIMIT.format(window=key)
 
-    def _ensure_flusher(self) -> None:
-        if self._thread is not None and self._pid == os.getpid():
-            return
-        with self._lock:
-            if self._thread is not None and self._pid == os.getpid():
-                return
-            if self._pid != os.getpid():  # forked: the parent's counts and thread are not ours
-                self._windows.clear()
-                self._pid = os.getpid()
-            self._thread = threading.Thread(target=self._run, name="winnow-rate-limit-flush", daemon=True)
-            self._thread.start()
+    def _on_start(self, forked: bool) -> None:
+        if forked:  # the parent's counts are the parent's to write
+            self._lock = threading.Lock()
+            self._windows = {}
 
     def _run(self) -> None:
         backoff = self.flush_seconds

@@ -9,7 +9,6 @@ import atexit
 import collections
 import json
 import logging
-import os
 import random
 import re
 import sys
@@ -21,6 +20,7 @@ import orjson
 from flask import Flask, Response, g, request, request_started
 
 from service import metrics
+from training.threads import ProcessThread
 
 logger = logging.getLogger("winnow.request")
 
@@ -63,8 +63,7 @@ class _BatchedLines(logging.Handler):
         self.stream = stream
         self._pending: collections.deque[str] = collections.deque()  # appended by requests, drained by one thread
         self._wake = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._pid = 0
+        self._thread = ProcessThread(self._run, "winnow-log-writer", on_start=self._on_start)
         atexit.register(self.flush)
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -74,9 +73,8 @@ class _BatchedLines(logging.Handler):
             self.handleError(record)
 
     def write(self, line: str) -> None:
+        self._thread.ensure()
         self._pending.append(line + "\n")
-        if self._pid != os.getpid():
-            self._start()
 
     def flush(self) -> None:
         pending = self._pending
@@ -88,13 +86,9 @@ class _BatchedLines(logging.Handler):
             except (OSError, ValueError):  # stderr closed at shutdown: nothing left to tell
                 pass
 
-    def _start(self) -> None:
-        with self.lock:
-            if self._pid == os.getpid():
-                return
-            self._pid = os.getpid()  # forked: the parent's thread does not exist here
-            self._thread = threading.Thread(target=self._run, name="winnow-log-writer", daemon=True)
-            self._thread.start()
+    def _on_start(self, forked: bool) -> None:
+        if forked:  # lines the parent had not written yet are the parent's to write
+            self._pending.clear()
 
     def _run(self) -> None:
         while True:

@@ -37,7 +37,7 @@ def test_write_behind_buffers_while_redis_is_down_and_drops_when_full():
     assert writer.flush(timeout=0.3) is False  # nothing can be written; nothing is lost either
     assert writer.size() == 3
     writer.stop(timeout=2)
-    assert not writer._thread.is_alive()
+    assert not writer._thread.running()
 
 
 def test_write_behind_writes_in_batches_and_keeps_test_and_trusted_checks_out_of_the_queue(r):
@@ -72,7 +72,7 @@ def test_one_record_that_cannot_be_stored_loses_only_itself_and_the_writer_lives
     assert writer.flush(timeout=5) and dropped == [1] and writer.pending("c0004") is None
     monkeypatch.setattr(CheckStore, "write", real_write)
     writer.submit(record(5))
-    assert writer.flush(timeout=5) and store.get("c0005") is not None and writer._thread.is_alive()
+    assert writer.flush(timeout=5) and store.get("c0005") is not None and writer._thread.running()
     writer.stop()
 
 

@@ -10,7 +10,6 @@ import collections
 import dataclasses
 import json
 import logging
-import os
 import threading
 import time
 from typing import Any, Callable, Iterable
@@ -19,6 +18,7 @@ import orjson
 import redis
 
 from training import activity, pages, rediskeys
+from training.threads import ProcessThread
 from training.schema import Comment
 
 log = logging.getLogger("winnow.checks")
@@ -310,14 +310,13 @@ class WriteBehind:
         self._buffer: collections.deque[CheckRecord] = collections.deque()
         self._pending: dict[str, CheckRecord] = {}  # buffered or being written, by id
         self._cond = threading.Condition()
-        self._thread: threading.Thread | None = None
-        self._pid = 0
+        self._thread = ProcessThread(self._run, "winnow-check-writer", on_start=self._on_start)
         self._stopping = False
         self._idle = True
 
     def submit(self, record: CheckRecord) -> bool:
         """Queue a record for storage; False (and counted) when the buffer is full."""
-        self._ensure_thread()
+        self._thread.ensure()
         with self._cond:
             if len(self._pending) >= self.max_items:
                 self.dropped += 1
@@ -341,7 +340,7 @@ class WriteBehind:
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until everything submitted so far is in Redis; False on timeout (e.g. Redis is down)."""
-        self._ensure_thread()
+        self._thread.ensure()
         deadline = time.monotonic() + timeout
         with self._cond:
             self._cond.notify()
@@ -357,22 +356,16 @@ class WriteBehind:
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        thread = self._thread.thread
+        if thread is not None:
+            thread.join(timeout)
 
-    def _ensure_thread(self) -> None:
-        if self._thread is not None and self._pid == os.getpid() and self._thread.is_alive():
-            return
-        with self._cond:
-            if self._thread is not None and self._pid == os.getpid() and self._thread.is_alive():
-                return
-            if self._pid != os.getpid():  # forked: the parent's buffered records are the parent's to write
-                self._buffer.clear()
-                self._pending.clear()
-            self._pid = os.getpid()
-            self._stopping = False
-            self._thread = threading.Thread(target=self._run, name="winnow-check-writer", daemon=True)
-            self._thread.start()
+    def _on_start(self, forked: bool) -> None:
+        if forked:  # the parent's buffered records are the parent's to write
+            self._cond = threading.Condition()
+            self._buffer.clear()
+            self._pending.clear()
+        self._stopping = False
 
     def _run(self) -> None:
         backoff = 0.0

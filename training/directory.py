@@ -10,7 +10,6 @@ A key newer than the last read is looked up in Redis (training.apikeys.KeyStore 
 from __future__ import annotations
 
 import logging
-import os
 import secrets
 import threading
 import time
@@ -18,6 +17,7 @@ import time
 import redis
 
 from training import rediskeys
+from training.threads import ProcessThread
 
 log = logging.getLogger("winnow.directory")
 
@@ -55,26 +55,16 @@ class Directory:
         self.full_seconds = full_seconds
         self._version: bytes | None = None
         self._read_at: float | None = None  # monotonic time of the last full read; None before the first
-        self._thread: threading.Thread | None = None
-        self._pid = 0
-        self._lock = threading.Lock()
+        self._thread = ProcessThread(self._run, "winnow-directory", on_start=lambda forked: self._stop.clear())
         self._stop = threading.Event()
         keys.directory = sites.directory = self
 
     def ensure_running(self) -> None:
-        if self._thread is not None and self._pid == os.getpid():
-            return
-        with self._lock:
-            if self._thread is not None and self._pid == os.getpid():
-                return
-            self._pid = os.getpid()
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._run, name="winnow-directory", daemon=True)
-            self._thread.start()
+        self._thread.ensure()
 
     def stop(self) -> None:
         self._stop.set()
-        thread, self._thread = self._thread, None
+        thread = self._thread.forget()
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=5)
 

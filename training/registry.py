@@ -19,6 +19,7 @@ import redis as redis_lib
 
 from training import rediskeys as keys
 from training.settings import Settings
+from training.threads import ProcessThread
 
 log = logging.getLogger("winnow.registry")
 
@@ -380,9 +381,8 @@ class ServingModel:
         self._load_starter = load_starter
         self._state: tuple[str | None, Any] = (None, None)
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._pid = os.getpid()
-        self._fork_lock = threading.Lock()
+        self._poller = ProcessThread(self._poll, "winnow-model-poller")
+        self._following = False  # start() was called and stop() was not: each process polls for itself
         self._refused: dict[str, float] = {}
         # The version the registry names as serving when this process refused to load it (signed with another
         # secret, or by another scikit-learn): this node serves something else and says so at /readyz.
@@ -423,15 +423,17 @@ class ServingModel:
             log.exception("could not seed the empty model registry; waiting for a published version")
         if self._state[1] is None:
             self._serve_starter_directly()
-        self._start_thread()
+        self._stop.clear()
+        self._following = True
+        self._poller.ensure()
         return self
 
     def stop(self) -> None:
+        self._following = False
         self._stop.set()
-        thread = self._thread
+        thread = self._poller.forget()
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=5)
-        self._thread = None
 
     def check_now(self) -> bool:
         """Compare with the registry once and swap when the pointer moved; True when a new model is served."""
@@ -483,18 +485,10 @@ class ServingModel:
             return
         self._state = ("starter", model)
 
-    def _start_thread(self) -> None:
-        self._stop.clear()
-        self._pid = os.getpid()
-        self._thread = threading.Thread(target=self._poll, name="winnow-model-poller", daemon=True)
-        self._thread.start()
-
     def _ensure_poller(self) -> None:
         # A forked web worker (gunicorn preload) inherits the holder but not its thread: start one of its own.
-        if self._pid != os.getpid() and self.registry is not None and not self._stop.is_set():
-            with self._fork_lock:
-                if self._pid != os.getpid():
-                    self._start_thread()
+        if self._following:
+            self._poller.ensure()
 
     def _poll(self) -> None:
         interval = max(0.05, float(self.settings.model_poll_seconds))
