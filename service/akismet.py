@@ -25,7 +25,8 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from service import checking
 from service.context import EXTENSION, services
 from training import rediskeys
-from training.schema import MAX_CONTENT_BYTES, MAX_FIELD_CHARS, ContentTooLarge, Comment, ValidationError
+from training.schema import (MAX_CONTENT_BYTES, MAX_FIELD_CHARS, ContentTooLarge, Comment, ValidationError,
+                             roles_of)
 from training.threads import ProcessThread
 
 log = logging.getLogger("winnow.akismet")
@@ -120,6 +121,18 @@ def parse_form(body: bytes, charset: str | None = None) -> list[tuple[str, str]]
     return [(k.replace("\x00", ""), v.replace("\x00", "")) for k, v in pairs]
 
 
+_BLOG_CHARSET_RE = re.compile(rb"(?:^|&)blog_charset=([^&]{1,64})(?:&|$)")
+
+
+def _blog_charset(body: bytes) -> str | None:
+    """The charset a body names in its own `blog_charset` field, for a client that leaves it out of the
+    Content-Type (the header wins when both are there)."""
+    match = _BLOG_CHARSET_RE.search(body)
+    if match is None:
+        return None
+    return urllib.parse.unquote_to_bytes(match.group(1).replace(b"+", b" ")).decode("ascii", "replace").strip()
+
+
 def request_params() -> "Params":
     """Every parameter of the current request: the form body first, then the query string (1.2 GETs use it)."""
     length = request.content_length
@@ -140,7 +153,7 @@ def request_params() -> "Params":
             body = request.stream.read(MAX_BODY_BYTES + 1)
             if len(body) > MAX_BODY_BYTES:
                 raise ProtocolAnswer(text("Request body too large.", status=413))
-            pairs.extend(parse_form(body, request.mimetype_params.get("charset")))
+            pairs.extend(parse_form(body, request.mimetype_params.get("charset") or _blog_charset(body)))
     pairs.extend(parse_form(request.query_string))
     return Params(pairs)
 
@@ -236,11 +249,8 @@ def _date(value: str) -> str:
 
 
 def _role(value: str) -> str:
-    # WordPress sends every role of the user, comma-separated; the most trusted one decides.
-    roles = [r.strip().lower() for r in value.split(",") if r.strip()]
-    if "administrator" in roles:
-        return "administrator"
-    return roles[0] if roles else ""
+    # WordPress sends every role of the user, comma-separated: all are kept, and any trusted one decides.
+    return ",".join(role.lower() for role in roles_of(value))
 
 
 def _honeypot(params: Params) -> bool | None:
@@ -475,7 +485,7 @@ def _unsure_as_spam(site: str) -> bool:
 
 def _answer(comment: Comment, verdict: str, discard: bool, site: str) -> tuple[bool, bool]:
     """(spam, discard) as comment-check answers them for a verdict of the JSON API's kind."""
-    if comment.user_role == "administrator":  # the protocol's own rule, whatever the site trusts
+    if "administrator" in roles_of(comment.user_role):  # the protocol's own rule, whatever the site trusts
         return False, False
     if is_guaranteed_spam(comment):
         return True, False
@@ -529,6 +539,14 @@ def _submit(label: str) -> Response:
             if not (check.is_test or call.is_test):
                 checking.label_check(check.id, label, moderator=moderator, site_scope=record.site, source="akismet")
             stored = True
+        elif not call.is_test:
+            # The check is past its retention, but a submission about it may have labelled it then: that label
+            # is changed (and audited), not joined by a second one under the comment's own id.
+            try:
+                checking.relabel(call.guid, label, moderator=moderator, site_scope=record.site, source="akismet")
+                stored = True
+            except checking.NotFound:
+                pass
     if not stored and not call.comment.content.strip():
         # Nothing to learn from: the check it names is unknown (or expired) and the comment was not sent again.
         raise ProtocolAnswer(missing("comment_content"))

@@ -133,7 +133,14 @@ def export_labels() -> Response:
 def get_label(label_id: str) -> Response:
     record = services().labels.get(label_id)
     scope = site_scope(current())
-    if record is None or (scope is not None and record.site != scope):
+    if record is None:
+        # Taken back (undone): no longer a label, but its trail still says who labelled it and who took it back.
+        audit = services().labels.audit(label_id) if label_id and len(label_id) <= 64 else []
+        site = next((entry.get("site") for entry in reversed(audit) if entry.get("to") is None), None)
+        if audit and audit[-1].get("to") is None and (scope is None or site == scope):
+            return jsonify({"id": label_id, "site": site, "label": None, "audit": audit})
+        raise ApiError(404, "not_found", "no such label", field="id")
+    if scope is not None and record.site != scope:
         raise ApiError(404, "not_found", "no such label", field="id")
     return jsonify({**record.to_dict(), "audit": services().labels.audit(label_id)})
 

@@ -21,7 +21,7 @@ from training import labels as label_store
 from training.apikeys import KeyRecord
 from training.checks import CheckRecord
 from training.labels import LabelRecord
-from training.schema import Comment, ValidationError, parse_label
+from training.schema import Comment, ValidationError, parse_label, roles_of
 
 
 class StoreUnavailable(Exception):
@@ -112,11 +112,13 @@ def check(comment: Comment, *, site: str, principal: KeyRecord | None, is_test: 
     real = policy.verdict(score)
     discard = real == "spam" and score >= policy.discard_threshold
     reasons = _reasons(verdict)
-    trusted = bool(comment.user_role) and comment.user_role in policy.trusted_roles
+    trusted_role = next((r for r in roles_of(comment.user_role) if r in policy.trusted_roles), None) \
+        if comment.user_role else None
+    trusted = trusted_role is not None
     answered = real
     if trusted:
         answered, discard = "ham", False
-        reasons = [{"signal": f"trusted role: {comment.user_role}", "weight": 0.0}] + reasons
+        reasons = [{"signal": f"trusted role: {trusted_role}", "weight": 0.0}] + reasons
     if policy.shadow:
         answered, discard = "ham", False
     record = CheckRecord(
@@ -170,9 +172,15 @@ def get_check(check_id: str, *, site_scope: str | None) -> CheckRecord:
 
 def label_check(check_id: str, label: str, *, moderator: KeyRecord | str, site_scope: str | None,
                 source: str = "api") -> LabelRecord:
-    """Label a stored check by id (relabel allowed, audited); returns the stored label once Redis has it."""
+    """Label a stored check by id (relabel allowed, audited); returns the stored label once Redis has it.
+
+    Checks expire after the retention period and their labels do not: a check that is gone but was labelled can
+    still be relabelled by its id."""
     label = parse_label(label)
-    record = get_check(check_id, site_scope=site_scope)
+    try:
+        record = get_check(check_id, site_scope=site_scope)
+    except NotFound:
+        return relabel(check_id, label, moderator=moderator, site_scope=site_scope, source=source)
     if record.is_test:
         raise NotTrainable(check_id)
     svc = services()

@@ -164,7 +164,10 @@ def _http_error(exc: HTTPException) -> Response | HTTPException:
 
 
 def _store_down(exc: redis.RedisError) -> Response:
-    log.warning("redis unavailable on %s %s: %s", request.method, request.path, exc)
+    if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
+        log.warning("redis unavailable on %s %s: %s", request.method, request.path, exc)
+    else:  # Redis answered but refused: out of memory, a read-only replica, a failing disk (MISCONF), ...
+        log.error("redis refused a command on %s %s: %r", request.method, request.path, exc)
     return error_response(503, "store_unavailable", store_down_message(), headers=[("Retry-After", "5")])
 
 
@@ -215,6 +218,5 @@ def init_app(app: Flask) -> None:
     app.register_error_handler(ApiError, _api_error)
     app.register_error_handler(ValidationError, _validation_error)
     app.register_error_handler(HTTPException, _http_error)
-    app.register_error_handler(redis.ConnectionError, _store_down)
-    app.register_error_handler(redis.TimeoutError, _store_down)
+    app.register_error_handler(redis.RedisError, _store_down)
     app.register_error_handler(Exception, _unexpected)

@@ -83,7 +83,7 @@ _COMMENT_FIELDS: dict[str, dict] = {
     "honeypot": {"type": ["boolean", "null"], "description": "True when the site's hidden honeypot field was filled."},
     "time_to_submit": {"type": ["number", "null"], "minimum": 0,
                        "description": "Seconds between page render and submit."},
-    "user_role": {"type": "string", "description": "The author's role on the site; trusted roles are answered ham."},
+    "user_role": {"type": "string", "description": "The author's role on the site, or several comma-separated; a comment with any of the site's trusted roles is answered ham."},
 }
 
 _SCHEMAS: dict[str, dict] = {
@@ -217,7 +217,8 @@ _API_PATHS: dict[str, dict] = {
         "A label with its audit trail", _MOD,
         {"200": _ok({"allOf": [_ref("LabelRecord"), {"type": "object", "properties": {
             "audit": {"type": "array", "items": {"type": "object"}}}}]}), "404": _ERR},
-        params=[_path_param("label_id", "A label id.")])},
+        params=[_path_param("label_id", "A label id.")], description=(
+            "A label that was taken back (undone) answers its id, site and audit trail with \"label\": null."))},
     "/api/v1/queue": {"get": _op(
         "Checked comments awaiting a label, most uncertain first", _MOD, {"200": _ok(_ref("QueuePage"))},
         params=[_SITE_Q, _query("verdict", "Only this verdict.", {"type": "string", "enum": ["ham", "unsure", "spam"]}),

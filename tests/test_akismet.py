@@ -297,6 +297,23 @@ def test_submit_spam_with_guid_labels_the_original_check(raw, client, key, app):
     assert labels.get(guid).label == "spam"  # no guid from the client: a new comment's label, not this one
 
 
+def test_a_submission_by_guid_after_the_check_expired_changes_the_label_it_gave(raw, key, app, r):
+    form = {"api_key": key, "blog": BLOG, "user_ip": IP, "comment_content": HAM_TEXT + " (kept a month)"}
+    guid = raw.post("/1.1/comment-check", data=form).headers["X-akismet-guid"]
+    _flush(app)
+    assert raw.post("/1.1/submit-spam", data={**form, "guid": guid}).content == face.THANKS.encode()
+    r.delete(rediskeys.CHECK.format(id=guid))  # the check passes its retention; its label is kept
+    labels = app.extensions["winnow"].labels
+    before = labels.count(BLOG)
+    assert raw.post("/1.1/submit-ham", data={**form, "guid": guid, "reporter": "editor-jo"}).content == \
+        face.THANKS.encode()
+    assert labels.count(BLOG) == before  # changed, not joined by a second, contradicting label
+    assert labels.get(guid).label == "ham"
+    audit = labels.audit(guid)
+    assert [(e["from"], e["to"]) for e in audit] == [(None, "spam"), ("spam", "ham")]
+    assert "editor-jo" in audit[-1]["by"] and audit[-1]["source"] == "akismet"
+
+
 def test_submit_ham_without_guid_labels_a_new_comment(client, app):
     labels = app.extensions["winnow"].labels
     before = labels.count(BLOG)
@@ -507,6 +524,28 @@ def test_wordpress_charset_and_legacy_key_host(raw, key, app):
     assert resp.content == b"false"
     record = _stored_check(app, resp.headers["X-akismet-guid"])
     assert record.comment.author == "Jürgen" and record.comment.content.endswith("Grüße")
+
+
+def test_a_body_without_a_charset_header_is_read_in_its_blog_charset(raw, key, app):
+    body = _wordpress_body(key, HAM_TEXT + " Grüße aus Köln", charset="ISO-8859-1")
+    resp = raw.post("/1.1/comment-check", content=body,
+                    headers={"Content-Type": "application/x-www-form-urlencoded"})
+    record = _stored_check(app, resp.headers["X-akismet-guid"])
+    assert record.comment.author == "Jürgen" and record.comment.content.endswith("Grüße aus Köln")
+
+
+@pytest.mark.parametrize("roles,answer", [
+    ("bbp_participant,editor", b"false"),   # a trusted role of the site, wherever it is in the list
+    ("subscriber, Administrator", b"false"),  # the protocol's own rule
+    ("subscriber,bbp_participant", b"true"),
+])
+def test_any_of_several_wordpress_roles_can_make_the_author_trusted(raw, key, app, roles, answer):
+    resp = raw.post("/1.1/comment-check", data={"api_key": key, "blog": BLOG, "user_ip": IP,
+                                                "comment_content": SPAM_TEXT, "user_role": roles})
+    assert resp.content == answer
+    record = _stored_check(app, resp.headers["X-akismet-guid"])
+    assert record.comment.user_role == ",".join(x.strip().lower() for x in roles.split(","))
+    assert record.trusted == (answer == b"false")
 
 
 def test_honeypot_field_marks_the_comment(raw, key, app):

@@ -231,6 +231,40 @@ def test_label_check_relabel_keeps_audit_and_leaves_queue(api):
     assert api("POST", "/api/v1/comments/nosuch/label", "mod", {"label": "spam"}).status_code == 404
 
 
+def test_a_label_outlives_its_check_and_can_still_be_changed_by_its_id(api, r):
+    cid = api("POST", "/api/v1/check", "a", {"content": SPAM[0]}).get_json()["id"]
+    api.flush()
+    assert api("POST", f"/api/v1/comments/{cid}/label", "a", {"label": "spam"}).status_code == 200
+    r.delete(rediskeys.CHECK.format(id=cid))  # past its retention
+    changed = api("POST", f"/api/v1/comments/{cid}/label", "a", {"label": "ham"})
+    assert changed.status_code == 200 and changed.get_json()["previous"] == "spam"
+    detail = api("GET", f"/api/v1/labels/{cid}", "mod").get_json()
+    assert detail["label"] == "ham" and [(a["from"], a["to"]) for a in detail["audit"]] == [
+        (None, "spam"), ("spam", "ham")]
+    assert api("POST", f"/api/v1/comments/{cid}/label", "b", {"label": "spam"}).status_code == 404  # not b's
+    gone = api("POST", "/api/v1/check", "a", {"content": SPAM[1]}).get_json()["id"]
+    api.flush()
+    r.delete(rediskeys.CHECK.format(id=gone))  # expired unlabelled: nothing to label
+    assert api("POST", f"/api/v1/comments/{gone}/label", "a", {"label": "spam"}).status_code == 404
+
+
+def test_a_label_taken_back_still_shows_its_trail_in_its_sites_scope(api, app):
+    stored = api("POST", "/api/v1/labels", "mod", {"site": SITE_A, "items": [
+        {"content": "Win a free phone http://x.example", "label": "spam"}]}).get_json()["labels"][0]
+    undo = api("POST", f"/moderate/api/labels/{stored['id']}/undo", "mod")
+    assert undo.status_code == 200
+    detail = api("GET", f"/api/v1/labels/{stored['id']}", "mod_a")
+    assert detail.status_code == 200
+    body = detail.get_json()
+    assert (body["id"], body["site"], body["label"]) == (stored["id"], SITE_A, None)
+    assert [(a["from"], a["to"]) for a in body["audit"]] == [(None, "spam"), ("spam", None)]
+    assert body["audit"][-1]["by"].startswith("alice")
+    mod_b = app.extensions["winnow"].keys.create(SITE_B, "moderator", "bob")[0]
+    other = api("GET", f"/api/v1/labels/{stored['id']}", headers={"Authorization": f"Bearer {mod_b}"})
+    assert other.status_code == 404  # another site's trail stays hidden
+    assert api("GET", "/api/v1/labels/never-labelled", "mod").status_code == 404
+
+
 def test_a_site_never_reaches_another_sites_checks_or_labels(api):
     cid = api("POST", "/api/v1/check", "a", {"content": SPAM[3]}).get_json()["id"]
     api("POST", "/api/v1/check", "b", {"content": SPAM[4]})
@@ -367,6 +401,37 @@ def test_labels_list_filters_and_pages_and_export_streams_jsonl(api, app):
     examples = list(store.iter_examples())
     assert len(examples) == 6 and examples[0][1] in ("spam", "ham")
     assert store.count_since(0) == 6 and store.count_since(time.time() + 10) == 0
+
+
+def test_an_export_writes_every_label_once_even_if_some_change_while_it_streams(api, app, r):
+    ids = []
+    for start in (0, 600):  # at most 1,000 a request
+        items = [{"content": f"comment number {i}", "label": "ham"} for i in range(start, start + 600)]
+        ids += [x["id"] for x in api("POST", "/api/v1/labels", "mod", {"site": SITE_A, "items": items})
+                .get_json()["labels"]]
+    rows = app.extensions["winnow"].labels.export(chunk=500)
+    first = next(rows)
+    api("POST", f"/moderate/api/labels/{first.id}", "mod", {"label": "spam"})  # while the export runs
+    api("POST", f"/moderate/api/labels/{ids[-1]}", "mod", {"label": "spam"})  # not yet reached
+    api("POST", "/api/v1/labels", "mod", {"site": SITE_A, "items": [{"content": "newer", "label": "ham"}]})
+    exported = [first] + list(rows)
+    assert sorted(x.id for x in exported) == sorted(ids)  # each once: none repeated, none skipped, none added
+    assert {x.id: x.label for x in exported}[ids[-1]] == "spam"  # as it was when its turn came
+    assert r.keys("winnow:export:*") == []  # the export's copy of the index is gone with it
+    assert len(api("GET", "/api/v1/labels/export", "mod").data.decode().splitlines()) == 1201
+
+
+def test_a_redis_that_refuses_writes_is_a_503_everywhere_not_a_500(api, r):
+    r.config_set("maxmemory-policy", "noeviction")
+    r.config_set("maxmemory", "1")
+    try:
+        settings = api("PUT", "/api/v1/sites/a.example.com/settings", "admin", {"shadow": True})
+        label = api("POST", "/api/v1/labels", "mod", {"site": SITE_A, "items": [{"content": "x", "label": "spam"}]})
+    finally:
+        r.config_set("maxmemory", "0")
+    assert (settings.status_code, error(settings)["code"]) == (503, "store_unavailable")
+    assert label.status_code == 503 and "nothing was stored" in error(settings)["message"]
+    assert api("GET", "/api/v1/sites/a.example.com/settings", "admin").get_json()["shadow"] is False
 
 
 def test_overturns_are_counted_for_the_learning_loop(api, app):

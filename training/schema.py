@@ -195,6 +195,12 @@ def _clean(name: str, value: Any, field: str) -> Any:
     return value
 
 
+def roles_of(user_role: str) -> list[str]:
+    """The roles a comment's `user_role` names: one, or several comma-separated (WordPress sends every role of the
+    user that way)."""
+    return [role.strip() for role in user_role.split(",") if role.strip()]
+
+
 def is_text(value: str) -> bool:
     """No lone surrogate: what a JSON escape such as "\\ud800", or a command-line byte that was no UTF-8, leaves in a
     str. Such a str is no text: nothing can store or send it on."""
