@@ -543,7 +543,8 @@ def _submit(label: str) -> Response:
             # The check is past its retention, but a submission about it may have labelled it then: that label
             # is changed (and audited), not joined by a second one under the comment's own id.
             try:
-                checking.relabel(call.guid, label, moderator=moderator, site_scope=record.site, source="akismet")
+                checking.relabel(call.guid, label, moderator=moderator, site_scope=record.site, source="akismet",
+                                 of_check=True)
                 stored = True
             except checking.NotFound:
                 pass

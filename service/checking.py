@@ -180,7 +180,7 @@ def label_check(check_id: str, label: str, *, moderator: KeyRecord | str, site_s
     try:
         record = get_check(check_id, site_scope=site_scope)
     except NotFound:
-        return relabel(check_id, label, moderator=moderator, site_scope=site_scope, source=source)
+        return relabel(check_id, label, moderator=moderator, site_scope=site_scope, source=source, of_check=True)
     if record.is_test:
         raise NotTrainable(check_id)
     svc = services()
@@ -219,10 +219,14 @@ def label_new_many(items: Sequence[tuple[str, Comment, str]], *, moderator: KeyR
 
 
 def relabel(label_id: str, label: str, *, moderator: KeyRecord | str, site_scope: str | None,
-            source: str = "console") -> LabelRecord:
-    """Change a stored label by its id, whether or not its check is still kept (checks expire, labels do not)."""
+            source: str = "console", of_check: bool = False) -> LabelRecord:
+    """Change a stored label by its id, whether or not its check is still kept (checks expire, labels do not).
+    With `of_check`, only the label of a check (feedback on a check by its id may change that, and not an example
+    a moderator added with its content)."""
     label = parse_label(label)
     record = _label_in_scope(label_id, site_scope)
+    if of_check and record.check_id != label_id:
+        raise NotFound(label_id)
     changed = dataclasses.replace(record, label=label, labelled_at=time.time(), labelled_by=_who(moderator),
                                   source=source)
     return _store([changed])[0]

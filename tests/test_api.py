@@ -246,6 +246,11 @@ def test_a_label_outlives_its_check_and_can_still_be_changed_by_its_id(api, r):
     api.flush()
     r.delete(rediskeys.CHECK.format(id=gone))  # expired unlabelled: nothing to label
     assert api("POST", f"/api/v1/comments/{gone}/label", "a", {"label": "spam"}).status_code == 404
+    # An example a moderator added with its content is no check's feedback: a site key cannot flip it by its id.
+    example = api("POST", "/api/v1/labels", "mod", {"site": SITE_A, "items": [
+        {"content": "Win a free phone http://x.example", "label": "spam"}]}).get_json()["labels"][0]["id"]
+    assert api("POST", f"/api/v1/comments/{example}/label", "a", {"label": "ham"}).status_code == 404
+    assert api("GET", f"/api/v1/labels/{example}", "mod").get_json()["label"] == "spam"
 
 
 def test_a_label_taken_back_still_shows_its_trail_in_its_sites_scope(api, app):
