@@ -1,8 +1,10 @@
 """Shared fixtures: a real Redis (own database, flushed), the shared corpora, and system-package checks."""
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -11,7 +13,38 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("WINNOW_SHARED_DIR", ROOT.parent / "shared"))
 DATASETS = SHARED / "datasets"
-TEST_REDIS_URL = os.environ.get("WINNOW_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+
+
+def _suite_redis_url() -> str:
+    """WINNOW_TEST_REDIS_URL when set; otherwise a redis-server of the suite's own, on a free port, without
+    persistence, for this session: tests flush whole databases (5, 9, 10, 11, 12, 13), so they never touch a Redis
+    someone may keep data in unless told to."""
+    configured = os.environ.get("WINNOW_TEST_REDIS_URL")
+    if configured:
+        return configured
+    from service.launcher import EmbeddedRedis, free_port
+
+    class ScratchRedis(EmbeddedRedis):
+        def command(self, binary: str) -> list[str]:
+            cmd = super().command(binary)
+            cmd[cmd.index("--appendonly") + 1] = "no"  # scratch data: no disk writes to wait for
+            return cmd
+
+    data_dir = Path(tempfile.mkdtemp(prefix="winnow-test-redis-"))
+    server = ScratchRedis(data_dir, port=free_port())
+    server.start()
+
+    def stop() -> None:
+        server.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+    atexit.register(stop)
+    url = f"redis://{server.host}:{server.port}/13"
+    os.environ["WINNOW_TEST_REDIS_URL"] = url  # for the modules that read it themselves, and for subprocesses
+    return url
+
+
+TEST_REDIS_URL = _suite_redis_url()
 
 
 def require_datasets() -> Path:
@@ -43,7 +76,7 @@ def redis_url() -> str:
     try:
         client.ping()
     except redis.ConnectionError:
-        pytest.fail(f"no Redis at {TEST_REDIS_URL}: start one (redis-server) or set WINNOW_TEST_REDIS_URL")
+        pytest.fail(f"no Redis at {TEST_REDIS_URL}: start it, or unset WINNOW_TEST_REDIS_URL for a private one")
     return TEST_REDIS_URL
 
 

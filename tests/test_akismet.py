@@ -121,7 +121,7 @@ def r():
     try:
         client.ping()
     except redis.ConnectionError:
-        pytest.fail(f"no Redis at {_redis_url()}: start one (redis-server) or set WINNOW_TEST_REDIS_URL")
+        pytest.fail(f"no Redis at {_redis_url()}: start it, or unset WINNOW_TEST_REDIS_URL for a private one")
     client.flushdb()
     yield client
     client.flushdb()
