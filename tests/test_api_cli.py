@@ -65,3 +65,14 @@ def test_import_loads_files_into_the_label_store_and_reimport_relabels(r, tmp_pa
     empty = tmp_path / "empty.jsonl"
     empty.write_text('{"nothing": 1}\n')
     assert main(["import", str(empty), "--site", "blog.example.com"]) != 0
+
+
+def test_without_redis_url_or_a_running_make_run_the_cli_names_the_problem(monkeypatch, tmp_path, capsys):
+    # Not whatever Redis listens on the default port: it may be anyone's.
+    monkeypatch.delenv("WINNOW_REDIS_URL", raising=False)
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    monkeypatch.setenv("WINNOW_DATA_DIR", str(tmp_path))
+    assert main(["keys", "create", "--role", "admin"]) == 3
+    err = capsys.readouterr().err
+    assert "REDIS_URL is unset" in err and "make run" in err
+    assert main(["keys", "list"]) == 3

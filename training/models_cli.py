@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import getpass
 import json
+import os
 import sys
 import time
 
@@ -43,12 +44,18 @@ def add_parser(subparsers) -> None:
 def _context():
     import redis
 
-    from training.settings import Settings
+    from training.settings import Settings, embedded_redis_url
 
     try:
         settings = Settings.from_env()
     except (ValueError, OSError) as exc:
         raise CommandError(f"bad settings: {exc}", 2) from None
+    if not (os.environ.get("WINNOW_REDIS_URL") or os.environ.get("REDIS_URL")) \
+            and embedded_redis_url(settings.data_dir) is None:
+        # Not some Redis that happens to listen on the default port: it may be anyone's.
+        raise CommandError(f"no Redis to use: REDIS_URL is unset and no `make run` is running with its data in "
+                           f"{settings.data_dir} (its embedded Redis is found by itself); start `make run`, or "
+                           "set REDIS_URL", 3)
     client = redis.Redis.from_url(settings.redis_url)
     try:
         client.ping()
