@@ -1,7 +1,10 @@
 """The JSON API through Flask's test client, against the real Redis (SERVICE database, flushed)."""
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import time
 
 import pytest
@@ -465,12 +468,24 @@ def test_console_session_needs_csrf_for_writes(api, app, keys):
     assert ok.status_code == 200
 
 
-def test_redis_down_check_still_scores_labels_answer_503_and_recover(tmp_path):
+@contextlib.contextmanager
+def _app_on_private_redis(tmp_path):
+    """An app on a redis-server of the test's own, which it may kill or freeze, with the client the web uses."""
     server = PrivateRedis(tmp_path).start()
     settings = Settings(redis_url=server.url, secret_key="test-secret", data_dir=tmp_path)
     app = create_app(settings, redis_client=connect(settings), serving=ServingModel.fixed(small_model(), "v-test"))
     svc = app.extensions["winnow"]
     try:
+        yield server, app, svc
+    finally:
+        svc.writer.stop()
+        svc.redis.close()
+        svc.redis.connection_pool.disconnect()
+        server.stop()
+
+
+def test_redis_down_check_still_scores_labels_answer_503_and_recover(tmp_path):
+    with _app_on_private_redis(tmp_path) as (server, app, svc):
         key = svc.keys.create(SITE_A, "site")[0]
         token = svc.keys.create("", "moderator", "alice")[0]
         client = app.test_client()
@@ -494,11 +509,33 @@ def test_redis_down_check_still_scores_labels_answer_503_and_recover(tmp_path):
         buffered = down.get_json()["id"]
         assert post(f"/api/v1/comments/{buffered}/label", {"label": "spam"}, token).status_code == 200
         assert post(f"/api/v1/comments/{cid}/label", {"label": "spam"}, token).status_code == 200
-    finally:
-        svc.writer.stop()
-        svc.redis.close()
-        svc.redis.connection_pool.disconnect()
-        server.stop()
+
+
+def test_a_hung_redis_is_answered_503_after_one_timeout_not_three(tmp_path):
+    with _app_on_private_redis(tmp_path) as (server, app, svc):
+        key = svc.keys.create(SITE_A, "site")[0]
+        token = svc.keys.create("", "moderator", "alice")[0]
+        client = app.test_client()
+        moderator = {"Authorization": f"Bearer {token}"}
+        cid = client.post("/api/v1/check", json={"content": SPAM[0]},
+                          headers={"Authorization": f"Bearer {key}"}).get_json()["id"]
+        assert svc.writer.flush()
+        os.kill(server.process.pid, signal.SIGSTOP)  # it hangs: connections open, nothing answered
+        try:
+            for method, path, body in [("POST", f"/api/v1/comments/{cid}/label", {"label": "spam"}),
+                                       ("POST", "/api/v1/labels", {"site": SITE_A, "items": [
+                                           {"content": "x", "label": "ham"}]}),
+                                       ("GET", "/api/v1/queue", None)]:
+                started = time.monotonic()
+                resp = client.open(path, method=method, json=body, headers=moderator)
+                took = time.monotonic() - started
+                assert resp.status_code == 503 and error(resp)["code"] == "store_unavailable"
+                assert took < 4.0, (path, took)  # one 2 s socket timeout (three were 6 s and more)
+            check = client.post("/api/v1/check", json={"content": SPAM[1]}, headers={"Authorization": f"Bearer {key}"})
+            assert check.status_code == 200  # scoring needs no Redis
+        finally:
+            os.kill(server.process.pid, signal.SIGCONT)
+        assert client.post(f"/api/v1/comments/{cid}/label", json={"label": "spam"}, headers=moderator).status_code == 200
 
 
 @pytest.mark.parametrize("query", ["since=nan", "until=NaN", "since=inf", "since=9999-12-31T23:59:59-23:59",
