@@ -597,3 +597,28 @@ def test_more_labels_than_memory_holds_are_one_pass_each_text_featurised_once(r,
     assert registry.get(registry.current_version())["trained_until"] == records[-1].labelled_at
     spam, _ = next(campaign(2, seed=123, start=1))
     assert model.score(spam).score > 0.5
+
+
+def test_retrain_wait_prints_only_the_result_on_stdout(r, settings, backwards_model, capsys):
+    """`winnow retrain --wait --json | jq` works: the job id and the progress lines go to stderr."""
+    from training.cli import main
+
+    seed_champion(r, settings, backwards_model)
+    store_labels(r, campaign(60, seed=14))
+    codes = []
+    shell = threading.Thread(target=lambda: codes.append(main(["retrain", "--wait", "--json", "--reason",
+                                                                "from the shell"])))
+    shell.start()
+    deadline = time.monotonic() + 20
+    while Queue(settings.queue_name, connection=r).count == 0:
+        assert time.monotonic() < deadline and shell.is_alive(), "the retrain was never queued"
+        time.sleep(0.05)
+    run_burst(r, settings)  # rq's worker wants the main thread (signal handlers)
+    shell.join(60)
+    assert codes == [0]
+    out, err = capsys.readouterr()
+    record = json.loads(out)
+    assert record["decision"] == "promote" and record["reason"] == "from the shell"
+    assert f"{record['job_id']} queued" in err
+    assert main(["retrain", "--reason", "no wait"]) == 0
+    assert capsys.readouterr().out.strip().startswith("retrain-")  # without --wait, the job id for scripts

@@ -160,9 +160,11 @@ def cmd_retrain(args) -> int:
         _print_run(record, args.json)
         return 0 if record["decision"] != "error" else 1
     job_id = jobs.enqueue_retrain(client, settings, reason=args.reason, by=_who(), full=args.full)
-    print(job_id)
     if not args.wait:
+        print(job_id)
         return 0
+    # Followed to the end: stdout is the result alone (one line, or the JSON record), the rest goes to stderr.
+    print(f"{job_id} queued", file=sys.stderr)
     last = None
     while True:
         status = jobs.job_status(client, job_id) or {"status": "gone"}
