@@ -622,3 +622,43 @@ def test_retrain_wait_prints_only_the_result_on_stdout(r, settings, backwards_mo
     assert f"{record['job_id']} queued" in err
     assert main(["retrain", "--reason", "no wait"]) == 0
     assert capsys.readouterr().out.strip().startswith("retrain-")  # without --wait, the job id for scripts
+
+
+def test_spam_waves_are_refitted_with_every_label_not_drifted_into_by_updates(r, settings):
+    """Moderators label a wave of spam and nothing else: updating the model on it alone would pull it towards
+    calling everything spam, which cross-validation over spam alone cannot see."""
+    seed_champion(r, settings, train([c for c, _ in campaign(200, seed=1)], [x for _, x in campaign(200, seed=1)]))
+    store_labels(r, campaign(600, seed=7))
+    assert jobs.run_retrain(r, settings, full=True)["decision"] == "promote"
+    probe_ham = [c for c, label in campaign(300, seed=99, start=100_000) if label == "ham"]
+
+    def ham_flagged() -> int:
+        model = Registry.from_settings(r, settings).load(Registry.from_settings(r, settings).current_version())
+        return sum(model.score(c).score >= 0.5 for c in probe_ham)
+
+    before = ham_flagged()
+    start = 1_800_000_000.0
+    for wave in range(3):
+        rows = [(c.replace(content=c.content.replace("glimmerwave", f"zen{wave}fix")), x)
+                for c, x in campaign(300, seed=1000 + wave, start=50_000 + wave * 1000) if x == "spam"][:50]
+        store_labels(r, rows, start_at=start + wave * 100)
+        record = jobs.run_retrain(r, settings)
+        assert record["mode"] == "full" and "50 spam and 0 ham" in record["incremental_declined"]
+    assert ham_flagged() <= before + 3
+
+
+def test_an_update_that_unlearns_older_labels_is_refused(r, settings):
+    """New labels that agree among themselves (so cross-validation over them passes) but would make the model
+    flag the ham it learned before: the update is judged on older labels too."""
+    store_labels(r, campaign(600, seed=7))
+    seed_champion(r, settings, train([c for c, _ in campaign(600, seed=7)], [x for _, x in campaign(600, seed=7)]),
+                  kind="retrain", trained_until=1_700_000_000.0 + 599, updates_since_full=0)
+    # The site's everyday ham, now labelled spam (plus a little ham that looks nothing like it).
+    flipped = [(c, "spam") for c, x in campaign(120, seed=31, start=200_000) if x == "ham"][:45]
+    other = [(c.replace(content=f"unrelated note number {i} about the weather"), "ham")
+             for i, (c, _) in enumerate(campaign(10, seed=32))][:5]
+    store_labels(r, flipped + other, start_at=1_800_000_000.0)
+    record = jobs.run_retrain(r, settings)
+    assert record["mode"] == "incremental" and record["decision"] == "reject"
+    assert record["why"].startswith("on ") and "older labels" in record["why"]
+    assert record["metrics"]["older"]["challenger"]["ham_flagged"] > record["metrics"]["older"]["champion"]["ham_flagged"]

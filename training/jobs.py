@@ -48,6 +48,7 @@ RUNS_KEPT = 200
 INCREMENTAL_MAX = 5000      # more new labels than this (or than INCREMENTAL_SHARE of all) means a full retrain
 INCREMENTAL_SHARE = 0.1
 MAX_UPDATES = 50            # chained incremental updates before a full retrain is forced
+REPLAY_PER_CLASS = 500      # an update is also judged on up to this many of the newest older ham and spam labels
 UPDATE_EPOCHS = 3           # gentler than the model core's defaults: at 5 passes with step 0.2, 40 ordinary new
 UPDATE_LEARNING_RATE = 0.05 # labels pulled a well-fitted model off (out-of-fold MCC 0.95 -> 0.87 in the benchmark)
 C_SEARCH_SAMPLE = 20_000    # above this many training examples, pick the regularisation on a sample of this size
@@ -463,7 +464,10 @@ class _Retrain:
             return self._finish("reject", why)
         since = self._incremental_since(champion, champion_info)
         if since is not None:
-            return self._run_incremental(champion, champion_version, champion_info, since)
+            done = self._run_incremental(champion, champion_version, champion_info, since)
+            if done is not None:
+                return done
+            champion = self.registry.load(champion_version)  # the update may have begun on the loaded copy
         self.record["mode"] = "full"
         self._progress("reading labels", 0.05)
         started = time.perf_counter()
@@ -606,11 +610,12 @@ class _Retrain:
             return self._finish("reject", info["reason"])
         return self._finish("promote", why)
 
-    def _gate(self, y_eval, challenger_scores, champion_scores) -> tuple[bool, str]:
+    def _gate(self, y_eval, challenger_scores, champion_scores, context: str = "") -> tuple[bool, str]:
         challenger_m = self._metrics(y_eval, challenger_scores)
         champion_m = self._metrics(y_eval, champion_scores) if champion_scores is not None else None
         self.record["metrics"] = {"challenger": challenger_m, "champion": champion_m}
         ok, why = gate(challenger_m, champion_m, self.settings.gate_mcc_tolerance)
+        why = context + why
         if not ok:
             self.registry.record_rejection({"version": None, "metrics": self.record["metrics"],
                                             "counts": self.record["counts"]}, by=self._by(), reason=why)
@@ -656,6 +661,13 @@ class _Retrain:
         if n_new < MIN_EVAL:
             return self._finish("skip", f"only {n_new} labels newer than champion {champion_version}'s training "
                                         f"data; need {MIN_EVAL} to compare the two fairly")
+        if min(counts["spam_new"], counts["ham_new"]) < MIN_PER_CLASS:
+            # Updated on one kind of label alone (a spam wave), a model drifts towards calling everything that
+            # kind, and cross-validation over those labels cannot see it: refit on every label instead.
+            self.record["incremental_declined"] = (
+                f"the {n_new} new labels hold {counts['spam_new']} spam and {counts['ham_new']} ham; an update "
+                f"needs at least {MIN_PER_CLASS} of each, so every label is fitted again")
+            return None
         self._progress("scoring the champion", 0.2)
         champion_scores = _scores(champion, comments)
         self._progress("cross-validating the updated challenger", 0.3)
@@ -668,14 +680,41 @@ class _Retrain:
         ok, why = self._gate(y, challenger_scores, champion_scores)
         if not ok:
             return self._finish("reject", why)
+        self._progress("judging the update on older labels", 0.7)
+        older_comments, older_y = self._older_sample(since)
+        champion_older = _scores(champion, older_comments) if len(older_y) else None
         self._progress("updating the champion with the new labels", 0.8)
         started = time.perf_counter()
         _update(champion, comments, y)
         self.timings["update"] = time.perf_counter() - started
+        if champion_older is not None:
+            # What the champion learned before must survive the update: it may not do worse, nor flag more
+            # ham, on the labels it was fitted on (judged in its favour, as it has seen them).
+            new_metrics = self.record["metrics"]
+            ok, older_why = self._gate(older_y, _scores(champion, older_comments), champion_older,
+                                       context=f"on {len(older_y)} older labels: ")
+            self.record["metrics"] = {**new_metrics, "older": self.record["metrics"]}
+            plan += f"; and on {len(older_y)} older labels it was fitted on"
+            self.record["evaluation"] = plan
+            if not ok:
+                return self._finish("reject", older_why)
+            why += "; " + older_why
         self.lease.check()
         self._progress("publishing", 0.95)
         return self._promote(champion, float(max(r[0] for r in rows)), plan, why,
                              updates_since_full=int(champion_info.get("updates_since_full", 0)) + 1)
+
+    def _older_sample(self, since: float) -> tuple[list, np.ndarray]:
+        """The newest labels of each kind from before `since`, up to REPLAY_PER_CLASS each (empty when a kind has
+        fewer than MIN_PER_CLASS: nothing to judge a drift on)."""
+        from training.labels import LabelStore
+
+        store = LabelStore(self.redis)
+        ids = {label: store.newest_before(since, label, REPLAY_PER_CLASS, self.site) for label in ("ham", "spam")}
+        if min(len(v) for v in ids.values()) < MIN_PER_CLASS:
+            return [], np.zeros(0, dtype=np.int8)
+        comments, y, _ = store.training_examples(ids["ham"] + ids["spam"])
+        return comments, y
 
     # ---- steps ---------------------------------------------------------------------------------------------------
     def _read(self, index, base_comments: list, base_y: np.ndarray) -> _Examples:

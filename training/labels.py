@@ -346,6 +346,11 @@ class LabelStore:
     def count(self, site: str | None = None) -> int:
         return self.redis.zcard(_index("all", site or ALL_SITES))
 
+    def newest_before(self, ts: float, label: str, limit: int, site: str | None = None) -> list[str]:
+        """Ids of the newest `limit` labels of one kind set before `ts`, newest first."""
+        return [m.decode() for m in self.redis.zrevrangebyscore(_index(label, site or ALL_SITES), f"({ts!r}", "-inf",
+                                                                start=0, num=limit)]
+
     def count_since(self, ts: float, site: str | None = None) -> int:
         """Labels set or changed at or after `ts`."""
         return self.redis.zcount(_index("all", site or ALL_SITES), ts, "+inf")
