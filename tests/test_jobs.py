@@ -662,3 +662,51 @@ def test_an_update_that_unlearns_older_labels_is_refused(r, settings):
     assert record["mode"] == "incremental" and record["decision"] == "reject"
     assert record["why"].startswith("on ") and "older labels" in record["why"]
     assert record["metrics"]["older"]["challenger"]["ham_flagged"] > record["metrics"]["older"]["champion"]["ham_flagged"]
+
+
+def test_a_run_that_lost_its_lock_ends_without_a_retry_and_leaves_a_requeued_run_its_flight(r, settings,
+                                                                                           backwards_model,
+                                                                                           monkeypatch):
+    """Redis stalled past the lock's lease: the run must not promote, and rq must not retry it (recovery may
+    have requeued the same job for another worker; a retry would run it a third time)."""
+    seed_champion(r, settings, backwards_model)
+    store_labels(r, campaign(60, seed=15))
+    real_train = jobs._train
+    taken_over = {"yes": False}
+
+    def stalled(*args, **kwargs):
+        r.delete(keys.RETRAIN_LOCK)  # the lease ran out while Redis did not answer
+        if taken_over["yes"]:
+            r.set(keys.RETRAIN_LOCK, "another execution of the requeued job")
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(jobs, "_train", stalled)
+    job_id = jobs.enqueue_retrain(r, settings)
+    run_burst(r, settings)
+    job = Job.fetch(job_id, connection=r)
+    assert job.get_status() == JobStatus.FINISHED and job.retries_left == 3  # not failed, not retried
+    assert job.return_value()["decision"] == "abandoned"
+    assert Registry.from_settings(r, settings).current_version() == "v1"  # nothing promoted
+    assert r.get(keys.RETRAIN_ACTIVE) is None  # nobody else runs it: the flight is closed
+
+    taken_over["yes"] = True
+    second = jobs.enqueue_retrain(r, settings)
+    run_burst(r, settings)
+    assert Job.fetch(second, connection=r).return_value()["decision"] == "abandoned"
+    assert jobs._text(r.get(keys.RETRAIN_ACTIVE) or b"") == second  # the execution holding the lock owns the flight
+
+
+@pytest.mark.parametrize("error,code,said", [
+    (jobs.LostLock("the retrain lock expired during the run; not promoting"), 1, "without promoting anything"),
+    (redis.ConnectionError("Connection refused"), 3, "nothing was promoted"),
+])
+def test_retrain_now_says_what_went_wrong_without_a_traceback(r, settings, monkeypatch, capsys, error, code, said):
+    from training.cli import main
+
+    def failing(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(jobs, "run_here", failing)
+    assert main(["retrain", "--now"]) == code
+    err = capsys.readouterr().err
+    assert said in err and "Traceback" not in err

@@ -370,6 +370,28 @@ def test_promote_refuses_a_version_no_node_could_load(registry, models, r, http)
     assert [e["kind"] for e in registry.history()] == ["promote"]
 
 
+def test_metadata_damaged_in_redis_is_refused_like_a_bad_signature(registry, models, r, http, settings):
+    taught, backwards = models
+    v1 = registry.publish(taught, promoted_by="a", reason="one", promote=True)
+    damaged = registry.publish(backwards)
+    key = keys.MODEL_VERSION.format(version=damaged)
+    r.hset(key, "artifact_meta", r.hget(key, "artifact_meta")[:40])  # truncated
+    with pytest.raises(artifacts.ArtifactError, match="not valid JSON"):
+        registry.load(damaged)
+    refused = http("POST", f"/api/v1/models/{damaged}/promote", "admin", {"reason": "try"})
+    assert refused.status_code == 409 and "not valid JSON" in refused.get_json()["error"]["message"]
+    assert registry.current_version() == v1
+    serving = ServingModel(r, settings, load_starter=lambda: taught).start()
+    try:
+        r.set(keys.MODEL_CURRENT, damaged)  # as if promoted by hand: the nodes refuse it and keep serving v1
+        deadline = time.monotonic() + 2.0
+        while serving.refused_current != damaged and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert serving.refused_current == damaged and serving.version == v1
+    finally:
+        serving.stop()
+
+
 def test_promote_judges_the_bytes_in_redis_not_this_nodes_cache(registry, models, r):
     """A node that cached a version before its artifact was damaged in Redis still refuses it: every other node
     would load the damaged bytes."""

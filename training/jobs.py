@@ -328,7 +328,18 @@ def retrain(site: str | None = None, reason: str = "manual", requested_by: str |
     job = get_current_job()
     settings = Settings.from_env()
     redis = job.connection if job is not None else redis_lib.Redis.from_url(settings.redis_url)
-    result = run_retrain(redis, settings, site=site, reason=reason, requested_by=requested_by, full=full, job=job)
+    try:
+        result = run_retrain(redis, settings, site=site, reason=reason, requested_by=requested_by, full=full,
+                             job=job)
+    except LostLock as exc:
+        # The lease ran out under this run (Redis stalled longer than it lasts); it has promoted nothing. Not a
+        # failure for rq to retry: when recovery requeued this job meanwhile, another execution runs it (holding
+        # the lock) or waits in the queue for a worker, and owns the flight; a retry would run it a third time.
+        log.warning("retrain %s gave up: %s", job.id if job is not None else "(no job)", exc)
+        result = {"decision": "abandoned", "why": f"the retrain lock was lost mid-run: {exc}",
+                  "job_id": job.id if job is not None else None}
+        if job is not None and (redis.exists(keys.RETRAIN_LOCK) or job.get_status(refresh=True) == JobStatus.QUEUED):
+            return result
     if job is not None:
         follow_up = _finish_flight(redis, settings, job.id)
         if follow_up:

@@ -149,6 +149,8 @@ def _print_run(record: dict, as_json: bool) -> None:
 
 
 def cmd_retrain(args) -> int:
+    import redis
+
     from training import jobs
 
     settings, client = _context()
@@ -157,6 +159,11 @@ def cmd_retrain(args) -> int:
             record = jobs.run_here(client, settings, reason=args.reason, requested_by=_who(), full=args.full)
         except jobs.RetrainBusy as exc:
             raise CommandError(str(exc), 5) from None
+        except jobs.LostLock as exc:
+            raise CommandError(f"the retrain stopped without promoting anything: {exc} (Redis stalled longer than "
+                               "WINNOW_RETRAIN_LOCK_SECONDS)", 1) from None
+        except redis.RedisError as exc:
+            raise CommandError(f"Redis failed during the retrain; nothing was promoted: {exc}", 3) from None
         _print_run(record, args.json)
         return 0 if record["decision"] != "error" else 1
     job_id = jobs.enqueue_retrain(client, settings, reason=args.reason, by=_who(), full=args.full)

@@ -119,7 +119,10 @@ class Registry:
         blob, meta_raw = self.redis.hmget(key, ["artifact", "artifact_meta"])
         if blob is None or meta_raw is None:
             raise UnknownVersion(version)
-        meta = json.loads(meta_raw)
+        try:
+            meta = json.loads(meta_raw)
+        except ValueError as exc:  # damaged in Redis: refused like a bad signature, not a crash
+            raise artifacts.ArtifactError(f"model {version}'s metadata in Redis is not valid JSON: {exc}") from None
         model = artifacts.loads(blob, meta, self.secret)  # raises ArtifactError before anything is unpickled
         self._write_cache(version, digest, blob, meta)
         return model
@@ -466,6 +469,11 @@ class ServingModel:
             return False
         except (UnknownVersion, redis_lib.RedisError) as exc:
             log.warning("could not load model %s (%s); still serving %s", version, exc, self._state[0])
+            return False
+        except Exception as exc:  # anything else a damaged version can raise: refused, and said once per version
+            self._refused[version] = time.monotonic()
+            self.refused_current = version
+            log.exception("refused model %s: %s; still serving %s", version, exc, self._state[0])
             return False
         self._state = (version, model)
         self._refused.pop(version, None)
