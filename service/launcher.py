@@ -234,7 +234,11 @@ def main(argv: list[str] | None = None) -> int:
               f"{', '.join(procfile.processes)}", file=sys.stderr)
         return 2
 
-    settings = Settings.from_env()  # makes var/secret_key on first start unless WINNOW_SECRET_KEY is set
+    try:
+        settings = Settings.from_env()  # makes var/secret_key on first start unless WINNOW_SECRET_KEY is set
+    except ValueError as exc:
+        print(f"bad settings: {exc}", file=sys.stderr)
+        return 2
     bind = os.environ.get("WINNOW_BIND", DEFAULT_BIND)
     embedded: EmbeddedRedis | None = None
     signal.signal(signal.SIGTERM, _stop_on_sigterm)

@@ -64,8 +64,13 @@ def main(argv: list[str] | None = None) -> int:
     (default: training.schedule)."""
     args = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    # The clock signs nothing, so it must not make a deployment secret on disk while reading its settings.
-    return run(Settings.from_env(secret_key="unused-by-the-clock").redis_url, schedule=args[0] if args else SCHEDULE)
+    try:
+        # The clock signs nothing, so it must not make a deployment secret on disk while reading its settings.
+        settings = Settings.from_env(secret_key="unused-by-the-clock")
+    except ValueError as exc:
+        print(f"bad settings: {exc}", file=sys.stderr)
+        return 2
+    return run(settings.redis_url, schedule=args[0] if args else SCHEDULE)
 
 
 if __name__ == "__main__":

@@ -16,8 +16,15 @@ from typing import Mapping
 ROOT = Path(__file__).resolve().parent.parent
 
 
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
 def _bool(value: str) -> bool:
-    return value.strip().lower() in {"1", "true", "yes", "on"}
+    word = value.strip().lower()
+    if word not in _TRUE | _FALSE:
+        raise ValueError("is not true or false (1/0, true/false, yes/no, on/off)")
+    return word in _TRUE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,21 +80,52 @@ class Settings:
                 continue
             raw = env[key]
             default = field.default
-            if isinstance(default, bool):
-                values[field.name] = _bool(raw)
-            elif isinstance(default, int):
-                values[field.name] = int(raw)
-            elif isinstance(default, float):
-                values[field.name] = float(raw)
-            elif isinstance(default, Path):
-                values[field.name] = Path(raw)
-            else:
-                values[field.name] = raw
+            try:
+                if isinstance(default, bool):
+                    values[field.name] = _bool(raw)
+                elif isinstance(default, int):
+                    values[field.name] = int(raw)
+                elif isinstance(default, float):
+                    values[field.name] = float(raw)
+                elif isinstance(default, Path):
+                    values[field.name] = Path(raw)
+                else:
+                    values[field.name] = raw
+            except ValueError as exc:
+                kind = {bool: "", int: "is not a whole number", float: "is not a number"}.get(type(default), "")
+                raise ValueError(f"{key}={raw!r} {kind or exc}") from None
         values.update(overrides)
         settings = cls(**values)
+        settings.validate()
         if not settings.secret_key:
             settings = dataclasses.replace(settings, secret_key=load_secret(settings.data_dir))
         return settings
+
+
+    def validate(self) -> None:
+        """Raise ValueError naming the variable of a setting no process could run with."""
+        import math
+
+        thresholds = (self.unsure_threshold, self.spam_threshold, self.discard_threshold)
+        if not all(math.isfinite(t) and 0.0 <= t <= 1.0 for t in thresholds) or not (
+                self.unsure_threshold <= self.spam_threshold <= self.discard_threshold):
+            raise ValueError("WINNOW_UNSURE_THRESHOLD <= WINNOW_SPAM_THRESHOLD <= WINNOW_DISCARD_THRESHOLD must hold, "
+                             f"each between 0 and 1; they are {thresholds[0]}, {thresholds[1]}, {thresholds[2]}")
+        from croniter import croniter
+
+        if not croniter.is_valid(self.retrain_cron):
+            raise ValueError(f"WINNOW_RETRAIN_CRON={self.retrain_cron!r} is not a cron expression "
+                             "(five fields: minute hour day month weekday)")
+        for name in ("retention_days", "write_buffer_size", "keep_versions", "retrain_lock_seconds"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"WINNOW_{name.upper()}={getattr(self, name)} must be at least 1")
+        for name in ("retrain_after_labels", "retrain_after_overturns", "proxy_hops"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"WINNOW_{name.upper()}={getattr(self, name)} must not be negative")
+        for name in ("auth_cache_seconds", "site_cache_seconds", "model_poll_seconds", "gate_mcc_tolerance"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"WINNOW_{name.upper()}={value} must be a number of at least 0")
 
 
 EMBEDDED_REDIS_STATE = Path("redis") / "embedded.json"  # written by service.launcher while its Redis runs
