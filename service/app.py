@@ -27,7 +27,8 @@ def create_app(settings: Settings | None = None, *, redis_client: redis.Redis | 
     settings = settings or Settings.from_env()
     app = Flask(__name__)
     app.config.update(SECRET_KEY=settings.secret_key, WINNOW_SETTINGS=settings,
-                      MAX_CONTENT_LENGTH=http.MAX_BODY_BYTES, JSON_SORT_KEYS=False)
+                      MAX_CONTENT_LENGTH=http.MAX_BODY_BYTES)
+    app.json.sort_keys = False  # fields in the order the API documents them, in every answer alike
 
     client = redis_client or connect(settings)
     serving = serving or _start_serving(client, settings)

@@ -97,6 +97,8 @@ def test_check_is_stored_with_retention_ttl(api, r, app):
 def test_batch_checks_and_refuses_bad_items_naming_them(api):
     ok = api("POST", "/api/v1/check/batch", "a", {"comments": [{"content": c} for c in SPAM[:3]]})
     assert ok.status_code == 200 and len(ok.get_json()["results"]) == 3
+    one = api("POST", "/api/v1/check", "a", {"content": SPAM[0]}).get_json()
+    assert list(ok.get_json()["results"][0]) == list(one)  # the same fields in the same order
     bad = api("POST", "/api/v1/check/batch", "a", {"comments": [{"content": "x"}, {"author": "no content"}, 7]})
     assert bad.status_code == 400
     fields = [f["field"] for f in error(bad)["fields"]]

@@ -6,6 +6,7 @@ import threading
 import time
 
 import pytest
+from rq import Queue
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
@@ -303,6 +304,8 @@ def test_retrain_and_job_endpoints(http, r):
     assert status["status"] == "queued" and status["reason"] == "try it" and status["progress"] == 0.0
     assert http("GET", "/api/v1/jobs/nope", "moderator").status_code == 404
     assert http("GET", f"/api/v1/jobs/{'x' * 100}", "moderator").status_code == 404
+    internal = Queue("winnow", connection=r).enqueue("training.jobs.recover_retrain")  # the clock's own kind
+    assert http("GET", f"/api/v1/jobs/{internal.id}", "moderator").status_code == 404
     assert http("POST", "/api/v1/models/rollback", "moderator").status_code == 403
     bad = http("POST", "/api/v1/models/retrain", "admin", {"full": "yes"})
     assert bad.status_code == 400 and bad.get_json()["error"]["field"] == "full"
@@ -322,6 +325,10 @@ def test_cli_lists_promotes_and_rolls_back(registry, models, settings, monkeypat
     assert main(["models", "promote", v2, "--reason", "try it"]) == 0
     assert registry.current_version() == v2 and registry.get(v2)["promoted_by"].startswith("cli")
     assert main(["models", "rollback"]) == 0 and registry.current_version() == v1
+    capsys.readouterr()
+    assert main(["models", "promote", v1]) == 0  # already serving: said so, and the history does not grow
+    assert capsys.readouterr().out.strip() == f"{v1} already serves; nothing changed"
+    assert [e["kind"] for e in registry.history()][:1] == ["rollback"]
     assert main(["models", "show", "v999"]) == 4
     assert "no model version" in capsys.readouterr().err
     assert main(["retrain"]) == 0

@@ -122,7 +122,8 @@ def cmd_promote(args) -> int:
         info = _registry().promote(args.version, by=_who(), reason=args.reason)
     except RegistryError as exc:  # unknown, or an artifact no web node would load
         raise CommandError(str(exc), 4) from None
-    print(f"{info['version']} is now serving")
+    print(f"{info['version']} already serves; nothing changed" if info.get("unchanged")
+          else f"{info['version']} is now serving")
     return 0
 
 

@@ -210,7 +210,7 @@ class Registry:
                     info = json.loads(raw)
                     if previous == version:
                         pipe.unwatch()
-                        info["serving"] = True
+                        info["serving"] = info["unchanged"] = True
                         return info
                     now = time.time()
                     info.update(status="promoted", promoted_at=now, promoted_by=by, promote_reason=reason)
