@@ -659,8 +659,8 @@ def test_an_update_that_unlearns_older_labels_is_refused(r, settings):
              for i, (c, _) in enumerate(campaign(10, seed=32))][:5]
     store_labels(r, flipped + other, start_at=1_800_000_000.0)
     record = jobs.run_retrain(r, settings)
-    assert record["mode"] == "incremental" and record["decision"] == "reject"
-    assert record["why"].startswith("on ") and "older labels" in record["why"]
+    assert record["mode"] == "incremental" and record["decision"] == "reject", record["why"]
+    assert record["why"].startswith("on ") and "would unlearn what came before" in record["why"]
     assert record["metrics"]["older"]["challenger"]["ham_flagged"] > record["metrics"]["older"]["champion"]["ham_flagged"]
 
 
