@@ -2,6 +2,11 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -163,3 +168,58 @@ def test_chunks_handed_over_in_shared_memory_are_the_same_matrix_and_leave_nothi
         assert empty.shape == (0, DEFAULT_CONFIG.n_features)
         fitting.training_matrix(comments[:3], DEFAULT_CONFIG, spool)  # never opened: a stopped run's leftover
     assert list(tmp_path.iterdir()) == []
+
+
+KILLED_PARENT = """
+import os, sys, time
+from training import fitting
+def slow_pid():
+    time.sleep(0.3)
+    return os.getpid()
+pids = sorted(set(fitting.parallel(slow_pid, [()] * 8, 2)))
+print(" ".join(map(str, pids)), flush=True)
+time.sleep(120)
+"""
+
+
+def _descendants(pid: int) -> set[int]:
+    found, todo = set(), [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
+        except OSError:
+            continue
+        for child in map(int, children):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def _running(pid: int) -> bool:
+    try:
+        return "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()
+    except OSError:
+        return False
+
+
+def test_feature_workers_exit_when_the_retrain_that_started_them_is_killed():
+    """The OOM killer's SIGKILL gives a retrain no chance to shut its workers down: they go by themselves."""
+    root = Path(__file__).resolve().parent.parent
+    parent = subprocess.Popen([sys.executable, "-c", KILLED_PARENT], cwd=root, stdout=subprocess.PIPE, text=True)
+    try:
+        workers = set(map(int, parent.stdout.readline().split()))
+        assert len(workers) == 2 and workers <= _descendants(parent.pid)
+        left = _descendants(parent.pid)  # the workers and loky's helpers
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(10)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and any(_running(p) for p in left):
+            time.sleep(0.2)
+        alive = [p for p in left if _running(p)]
+        assert alive == [], f"still running after their parent was killed: {alive}"
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+        parent.stdout.close()

@@ -156,6 +156,19 @@ def _featurize(items: Sequence[Any], config: FeatureConfig) -> sp.csr_matrix:
     return training_matrix(items, config)
 
 
+def _exit_with_parent() -> None:
+    """In each worker process: exit once the process that started it is gone. A retrain killed outright (the OOM
+    killer, SIGKILL) cannot shut its workers down, and they would otherwise hold their memory for good."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="winnow-exit-with-parent", daemon=True).start()
+
+
 def parallel(fn: Callable, tasks: Iterable[tuple], n_jobs: int) -> Iterator[Any]:
     """fn(*task) for each task, results in task order, in `n_jobs` worker processes (in-process for one). At most
     AHEAD tasks per worker are submitted beyond the result being consumed, so a slow consumer holds a few chunks in
@@ -167,7 +180,7 @@ def parallel(fn: Callable, tasks: Iterable[tuple], n_jobs: int) -> Iterator[Any]
         return
     from joblib.externals.loky import get_reusable_executor
 
-    pool = get_reusable_executor(max_workers=n_jobs, timeout=60)
+    pool = get_reusable_executor(max_workers=n_jobs, timeout=60, initializer=_exit_with_parent)
     pending: collections.deque = collections.deque()
     try:
         for task in tasks:
