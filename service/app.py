@@ -57,6 +57,7 @@ def connect(settings: Settings) -> redis.Redis:
         socket_connect_timeout=0.5,
         socket_timeout=2.0,
         retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 2, supported_errors=(redis.ConnectionError,)),
+        retry_on_error=[redis.ConnectionError],  # redis-py before 6 retries only what this names
         health_check_interval=15,
     )
 

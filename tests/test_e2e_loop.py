@@ -269,12 +269,14 @@ def test_worker_killed_mid_training_loses_nothing(loop):
     assert loop.job(base, job_id)["status"] == "started"  # the dead worker's job, not yet noticed
 
     loop.worker()
-    # The next trigger notices the abandoned run (its lock lease ran out) and runs the same job again.
-    _wait(lambda: loop.retrain(base) == job_id and loop.job(base, job_id)["status"] in ("queued", "started",
-                                                                                         "finished"),
-          30, "the abandoned retrain to be requeued", 0.5)
-    status = _wait(lambda: (s := loop.job(base, job_id))["status"] == "finished" and s, 180,
-                   f"retrain {job_id} on the new worker", 0.2)
+    # The next trigger notices the abandoned run (its lock lease ran out) and continues it as a new job, which
+    # the old job's status names.
+    old = _wait(lambda: loop.retrain(base) and (s := loop.job(base, job_id))["status"] == "failed" and s, 30,
+                "the abandoned retrain to be continued", 0.5)
+    successor = old["error"].rsplit("continued as ", 1)[1].strip()
+    assert successor.startswith("retrain-") and successor != job_id
+    status = _wait(lambda: (s := loop.job(base, successor))["status"] == "finished" and s, 180,
+                   f"retrain {successor} on the new worker", 0.2)
     assert status["result"]["decision"] == "promote", status["result"]
     assert status["result"]["counts"]["labels"] == n_labels
     new = status["result"]["challenger_version"]

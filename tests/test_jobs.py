@@ -374,13 +374,19 @@ def test_a_run_abandoned_by_a_dead_worker_is_requeued_and_completes(r, settings,
     r.zadd(started.key, {f"{job_id}:dead-execution": time.time() - 1})
     assert jobs.job_status(r, job_id)["status"] == "started"
 
-    assert jobs.recover_abandoned(r, settings) == job_id
-    job = Job.fetch(job_id, connection=r)
-    assert job.get_status() == JobStatus.QUEUED and job.retries_left == 2 and job.meta["recoveries"] == 1
-    assert r.zcard(started.key) == 0 and queue.job_ids == [job_id]
+    successor = jobs.recover_abandoned(r, settings)
+    assert successor is not None and successor != job_id
+    old = jobs.job_status(r, job_id)
+    assert old["status"] == "failed" and f"continued as {successor}" in old["error"]
+    new = Job.fetch(successor, connection=r)
+    assert new.get_status() == JobStatus.QUEUED and new.meta["recoveries"] == 1 and new.meta["recovered_from"] == job_id
+    assert new.kwargs == Job.fetch(job_id, connection=r).kwargs  # the same retrain, asked for the same way
+    assert r.zcard(started.key) == 0 and queue.job_ids == [successor]
+    assert jobs._text(r.get(keys.RETRAIN_ACTIVE)) == successor
     assert Registry.from_settings(r, settings).current_version() == champion
     run_burst(r, settings)
-    assert jobs.job_status(r, job_id)["result"]["decision"] == "promote"
+    assert jobs.job_status(r, successor)["result"]["decision"] == "promote"
+    assert r.get(keys.RETRAIN_ACTIVE) is None
 
 
 def test_a_live_run_is_not_mistaken_for_an_abandoned_one(r, settings):
@@ -664,36 +670,49 @@ def test_an_update_that_unlearns_older_labels_is_refused(r, settings):
     assert record["metrics"]["older"]["challenger"]["ham_flagged"] > record["metrics"]["older"]["champion"]["ham_flagged"]
 
 
-def test_a_run_that_lost_its_lock_ends_without_a_retry_and_leaves_a_requeued_run_its_flight(r, settings,
-                                                                                           backwards_model,
-                                                                                           monkeypatch):
-    """Redis stalled past the lock's lease: the run must not promote, and rq must not retry it (recovery may
-    have requeued the same job for another worker; a retry would run it a third time)."""
+def test_a_run_that_lost_its_lock_ends_without_a_retry_and_a_recovered_run_carries_on_alone(r, settings,
+                                                                                          backwards_model,
+                                                                                          monkeypatch):
+    """Redis stalled past the lock's lease: the clock's recovery continues the run as a new job, and the stalled
+    execution, when it wakes, promotes nothing, gets no rq retry, and leaves the flight to its successor: one run
+    at a time, one promotion."""
     seed_champion(r, settings, backwards_model)
     store_labels(r, campaign(60, seed=15))
     real_train = jobs._train
-    taken_over = {"yes": False}
+    recovered = []
+
+    def promotions() -> int:
+        return [e["kind"] for e in Registry.from_settings(r, settings).history()].count("promote")
+
+    seeded = promotions()
 
     def stalled(*args, **kwargs):
-        r.delete(keys.RETRAIN_LOCK)  # the lease ran out while Redis did not answer
-        if taken_over["yes"]:
-            r.set(keys.RETRAIN_LOCK, "another execution of the requeued job")
+        if not recovered:
+            r.delete(keys.RETRAIN_LOCK)  # the lease ran out while Redis did not answer
+            recovered.append(jobs.recover_abandoned(r, dataclasses.replace(settings, retrain_lock_seconds=0)))
         return real_train(*args, **kwargs)
 
     monkeypatch.setattr(jobs, "_train", stalled)
     job_id = jobs.enqueue_retrain(r, settings)
-    run_burst(r, settings)
-    job = Job.fetch(job_id, connection=r)
-    assert job.get_status() == JobStatus.FINISHED and job.retries_left == 3  # not failed, not retried
-    assert job.return_value()["decision"] == "abandoned"
-    assert Registry.from_settings(r, settings).current_version() == "v1"  # nothing promoted
-    assert r.get(keys.RETRAIN_ACTIVE) is None  # nobody else runs it: the flight is closed
+    run_burst(r, settings)  # the stalled run, then its successor
+    successor = recovered[0]
+    assert successor not in (None, job_id)
+    stale = Job.fetch(job_id, connection=r)
+    assert stale.return_value()["decision"] == "abandoned" and stale.get_status() != JobStatus.SCHEDULED  # no retry
+    assert jobs.job_status(r, successor)["result"]["decision"] == "promote"
+    assert promotions() == seeded + 1  # the successor's, and none from the stalled run
+    assert r.get(keys.RETRAIN_ACTIVE) is None and Queue(settings.queue_name, connection=r).count == 0
 
-    taken_over["yes"] = True
-    second = jobs.enqueue_retrain(r, settings)
+    # No recovery at all (no clock): the run that lost its lock closes its own flight.
+    recovered.append("done")
+    r.delete(keys.RETRAIN_LOCK)
+    monkeypatch.setattr(jobs, "_train", lambda *a, **k: (r.delete(keys.RETRAIN_LOCK), real_train(*a, **k))[1])
+    store_labels(r, campaign(30, seed=16), start_at=1_800_000_000.0)
+    alone = jobs.enqueue_retrain(r, settings)
     run_burst(r, settings)
-    assert Job.fetch(second, connection=r).return_value()["decision"] == "abandoned"
-    assert jobs._text(r.get(keys.RETRAIN_ACTIVE) or b"") == second  # the execution holding the lock owns the flight
+    assert Job.fetch(alone, connection=r).return_value()["decision"] == "abandoned"
+    assert r.get(keys.RETRAIN_ACTIVE) is None
+
 
 
 @pytest.mark.parametrize("error,code,said", [

@@ -182,7 +182,8 @@ def recover_abandoned(redis: redis_lib.Redis, settings: Settings) -> str | None:
     """Requeue the in-flight retrain when its worker died mid-run (the job says started but nobody holds the lock).
 
     rq would notice too, but only when the dead execution's heartbeat expires and some worker runs its maintenance
-    (every 10 minutes); this is checked on every trigger and by the clock every minute. Returns the requeued id.
+    (every 10 minutes); this is checked on every trigger and by the clock every minute. Returns the id the run
+    continues under (a new job: the abandoned one is marked failed, naming it), or None.
     """
     active = _text(redis.get(keys.RETRAIN_ACTIVE))
     if not active or redis.exists(keys.RETRAIN_LOCK):
@@ -204,26 +205,33 @@ def recover_abandoned(redis: redis_lib.Redis, settings: Settings) -> str | None:
     queue = Queue(job.origin or settings.queue_name, connection=redis)
     started_registry = StartedJobRegistry(queue=queue)
     stale = [f"{jid}:{eid}" for jid, eid in started_registry.get_job_and_execution_ids(cleanup=False) if jid == active]
-    with redis.pipeline() as pipe:
-        pipe.multi()  # rq's enqueue_job joins an open transaction instead of starting its own
+    recoveries = int(job.meta.get("recoveries", 0)) + 1
+    # The run continues under a new job id: the abandoned execution may yet wake (a stalled worker, not a dead
+    # one), and whatever it then records lands on its own job, not on the one now running, nor starts a second
+    # flight; its end finds the flight is no longer its own and leaves it alone.
+
+    def decide(pipe, now_active, pending):
+        if now_active != active:
+            return None  # the flight moved on meanwhile
+        pipe.multi()
         if stale:
             pipe.zrem(started_registry.key, *stale)
-        if job.retries_left:
-            job.retries_left -= 1
-            job.meta["recoveries"] = int(job.meta.get("recoveries", 0)) + 1
-            job.meta.update(stage="requeued after its worker died", progress=0.0)
-            job.save_meta()
-            pipe.lrem(queue.key, 0, job.id)  # never twice in the queue
-            queue.enqueue_job(job, pipeline=pipe)
-            log.warning("retrain %s was abandoned by a dead worker; requeued (%s retries left)", active,
-                        job.retries_left)
-            outcome = active
-        else:
-            record_job_failure(job, "worker died mid-retrain and no retries are left", pipe)
-            log.error("retrain %s was abandoned by a dead worker and has no retries left", active)
-            outcome = None
-        pipe.execute()
-    return outcome
+        if recoveries > len(RETRY_INTERVALS):
+            record_job_failure(job, "its worker died mid-retrain too many times", pipe)
+            pipe.delete(keys.RETRAIN_ACTIVE)
+            log.error("retrain %s was abandoned by a dead worker %d times; given up", active, recoveries)
+            return None
+        successor = _next_job_id(redis)
+        record_job_failure(job, f"its worker died mid-retrain; continued as {successor}", pipe)
+        kwargs = job.kwargs or {}
+        pipe.set(keys.RETRAIN_ACTIVE, successor)
+        _enqueue(queue, successor, site=kwargs.get("site"), reason=kwargs.get("reason", "recovered"),
+                 by=kwargs.get("requested_by"), full=bool(kwargs.get("full")), pipeline=pipe,
+                 meta={"recoveries": recoveries, "recovered_from": active})
+        log.warning("retrain %s was abandoned by a dead worker; continued as %s", active, successor)
+        return successor
+
+    return _in_flight_transaction(redis, decide)
 
 
 def job_status(redis: redis_lib.Redis, job_id: str) -> dict | None:
@@ -253,7 +261,8 @@ def job_status(redis: redis_lib.Redis, job_id: str) -> dict | None:
     if status == JobStatus.FINISHED:
         out["result"] = job.return_value()
     elif status == JobStatus.FAILED:
-        exc = job.exc_info or ""
+        latest = job.latest_result()
+        exc = (latest.exc_string if latest is not None else None) or ""
         out["error"] = exc.strip().splitlines()[-1] if exc.strip() else "failed"
     return out
 
@@ -295,12 +304,14 @@ def _refits_fully(redis: redis_lib.Redis, job_id: str) -> bool:
         return False
 
 
-def _enqueue(queue: Queue, job_id: str, *, site, reason, by, full=False, pipeline=None) -> Job:
+def _enqueue(queue: Queue, job_id: str, *, site, reason, by, full=False, pipeline=None,
+             meta: dict | None = None) -> Job:
     return queue.enqueue(
         retrain, kwargs={"site": site, "reason": reason, "requested_by": by, "full": full}, job_id=job_id,
         job_timeout=JOB_TIMEOUT, result_ttl=RESULT_TTL, failure_ttl=FAILURE_TTL,
         retry=Retry(max=len(RETRY_INTERVALS), interval=list(RETRY_INTERVALS)),
-        description=f"retrain ({reason})", meta={"stage": "queued", "progress": 0.0}, pipeline=pipeline)
+        description=f"retrain ({reason})", meta={"stage": "queued", "progress": 0.0, **(meta or {})},
+        pipeline=pipeline)
 
 
 def _finish_flight(redis: redis_lib.Redis, settings: Settings, job_id: str) -> str | None:
@@ -336,13 +347,11 @@ def retrain(site: str | None = None, reason: str = "manual", requested_by: str |
                              job=job)
     except LostLock as exc:
         # The lease ran out under this run (Redis stalled longer than it lasts); it has promoted nothing. Not a
-        # failure for rq to retry: when recovery requeued this job meanwhile, another execution runs it (holding
-        # the lock) or waits in the queue for a worker, and owns the flight; a retry would run it a third time.
+        # failure for rq to retry: recovery may have continued the run under a new job id meanwhile, and then the
+        # flight is that job's (closing the flight below does nothing); otherwise the flight ends here.
         log.warning("retrain %s gave up: %s", job.id if job is not None else "(no job)", exc)
         result = {"decision": "abandoned", "why": f"the retrain lock was lost mid-run: {exc}",
                   "job_id": job.id if job is not None else None}
-        if job is not None and (redis.exists(keys.RETRAIN_LOCK) or job.get_status(refresh=True) == JobStatus.QUEUED):
-            return result
     if job is not None:
         follow_up = _finish_flight(redis, settings, job.id)
         if follow_up:

@@ -10,7 +10,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import secrets
 import time
 from typing import Any, Iterator, Sequence
 
@@ -25,7 +24,6 @@ from training.schema import LABELS, Comment
 log = logging.getLogger("winnow.labels")
 
 MAX_BATCH = 1000
-EXPORT_SECONDS = 3600  # an export's copy of its index outlives a reader that went away by this long at most
 
 # Atomic put: compare with the current label, move the id between label indices, append the audit entry and take
 # the id out of the moderation queue. The label is stamped with Redis's clock (unless ARGV[3] gives a time), so
@@ -274,25 +272,23 @@ class LabelStore:
                until: float | None = None, chunk: int = 500) -> Iterator[LabelRecord]:
         """Every matching label, oldest first, read in chunks so an export of millions stays small in memory.
 
-        The export walks a copy of the index taken when it starts: a label changed while it streams is written
-        once (as it is when its turn comes), not moved out of reach or written again at the end. The copy expires
-        on its own if the reader goes away without closing the export."""
-        token = rediskeys.LABELS_EXPORT.format(token=secrets.token_hex(12))
-        with self.redis.pipeline(transaction=True) as pipe:
-            pipe.zrangestore(token, _index(label or "all", site or ALL_SITES), _bound(since, "-inf"),
-                             _bound(until, "+inf"), byscore=True)
-            pipe.expire(token, EXPORT_SECONDS)
-            total = pipe.execute()[0]
-        try:
-            for start in range(0, total, chunk):
-                ids = [m.decode() for m in self.redis.zrange(token, start, start + chunk - 1)]
-                self.redis.expire(token, EXPORT_SECONDS)
-                yield from self._load(ids)
-        finally:
-            try:
-                self.redis.delete(token)
-            except redis.RedisError:  # it expires
-                pass
+        Without `until`, the export ends at the time it started (Redis's clock, which stamps labels), or at its
+        newest label if that is later (one imported with its own time): a label changed while it streams moves past
+        that end and is not written twice; the next export `since` that time has it."""
+        key = _index(label or "all", site or ALL_SITES)
+        if until is None:
+            with self.redis.pipeline(transaction=False) as pipe:
+                pipe.time()
+                pipe.zrevrange(key, 0, 0, withscores=True)
+                (seconds, micros), newest = pipe.execute()
+            until = max([seconds + micros / 1e6] + [score for _, score in newest])
+        cursor = None
+        while True:
+            rows, cursor = pages.page(self.redis, key, limit=chunk, cursor=cursor, low=_bound(since, "-inf"),
+                                      high=_bound(until, "+inf"))
+            yield from self._load([m for m, _ in rows])
+            if cursor is None:
+                return
 
     def iter_examples(self, site: str | None = None) -> Iterator[tuple[Comment, str, float, str, str]]:
         """(comment, label, labelled_at, site, id) for training, oldest first."""

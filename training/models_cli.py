@@ -185,5 +185,5 @@ def cmd_retrain(args) -> int:
         time.sleep(1)
     if status["status"] == "finished":
         _print_run(status["result"], args.json)
-        return 0
+        return 1 if (status["result"] or {}).get("decision") in ("abandoned", "error") else 0
     raise CommandError(f"retrain {job_id} {status['status']}: {status.get('error') or ''}", 1)

@@ -27,7 +27,6 @@ QUEUE_BY_TIME = PREFIX + "queue-time"         # zset: queued check ids by check 
 LABEL = PREFIX + "label:{id}"                 # hash: the labelled comment and its current label
 LABELS_BY_TIME = PREFIX + "labels:{label}:{site}"  # zset: label ids by time; {label} all|ham|spam, {site} URL or "*"
 LABEL_AUDIT = PREFIX + "audit:{id}"           # list of JSON: who, when, from, to
-LABELS_EXPORT = PREFIX + "export:{token}"     # zset: one export's copy of an index, taken when it starts (expires)
 OVERTURNS = PREFIX + "overturns"              # zset: label ids that contradict their check's verdict, by time
 
 # Model registry
