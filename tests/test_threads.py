@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+import warnings
 
 from training.threads import ProcessThread
 
@@ -63,7 +64,9 @@ def test_a_forked_child_starts_its_own_thread_and_drops_what_it_inherited():
     assert inherited == ["the parent's buffered record"]  # not forked: nothing is dropped
 
     read, write = os.pipe()
-    pid = os.fork()
+    with warnings.catch_warnings():  # Python 3.12+ warns about forking a process that runs threads: the point here
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
     if pid == 0:  # the child: its copy of the worker has no thread until ensure()
         try:
             ok = worker.thread is None and not worker.running()
