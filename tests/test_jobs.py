@@ -729,3 +729,18 @@ def test_retrain_now_says_what_went_wrong_without_a_traceback(r, settings, monke
     assert main(["retrain", "--now"]) == code
     err = capsys.readouterr().err
     assert said in err and "Traceback" not in err
+
+
+def test_the_nightly_refit_replaces_a_champion_built_by_quick_updates(r, settings, backwards_model):
+    """Every label has been seen by a champion made of chained updates: the scheduled refit is still judged (in the
+    champion's favour) instead of skipped until the 50-update cap."""
+    rows = store_labels(r, campaign(300, seed=21))
+    seed_champion(r, settings, backwards_model, kind="retrain", trained_until=rows[-1].labelled_at,
+                  updates_since_full=3)
+    quick = jobs.run_retrain(r, settings)
+    assert quick["decision"] == "skip"  # nothing new: no quick run
+    nightly = jobs.run_retrain(r, settings, full=True, reason="schedule")
+    assert nightly["mode"] == "full" and nightly["decision"] == "promote", nightly["why"]
+    assert "has seen every label" in nightly["judged_on_seen"]
+    again = jobs.run_retrain(r, settings, full=True, reason="schedule")
+    assert again["decision"] == "skip"  # a full fit's champion: nothing unseen, nothing to judge

@@ -495,17 +495,26 @@ class _Retrain:
         started = time.perf_counter()
         cutoff = champion_info.get("trained_until")
         index = _label_index(self.redis, self.site, None if cutoff is None else float(cutoff))
+        unseen = index.newer
+        if self.full and int(champion_info.get("updates_since_full", 0)) > 0 and unseen < MIN_EVAL:
+            # A refit asked for (the nightly one) over a champion built by quick updates: every label is one the
+            # champion has seen, so none is fair to it; it is judged on them anyway, in its own favour, rather
+            # than left to serve until the 50-update cap.
+            unseen = len(index.ids)
+            self.record["judged_on_seen"] = (
+                f"the champion was updated {champion_info.get('updates_since_full')} times since its last full fit "
+                "and has seen every label: it is judged on labels it was fitted on, in its favour")
         base_comments, base_y = _starter_corpora() if self.settings.use_starter_corpora else ([], np.zeros(0))
         if len(index.ids) >= CV_BELOW and len(index.ids) + len(base_comments) > _in_memory_max():
             self.timings["read index"] = time.perf_counter() - started
-            plan = self._plan(index.y, index.newer, len(base_comments), champion_version)
+            plan = self._plan(index.y, unseen, len(base_comments), champion_version)
             if isinstance(plan, dict):
                 return plan
             return self._run_single_pass(champion, index, base_comments, base_y, plan)
         data = self._read(index, base_comments, base_y)
         self.timings["read"] = time.perf_counter() - started
         n = len(data.y)
-        plan = self._plan(data.y, index.newer, len(data.base_comments), champion_version)
+        plan = self._plan(data.y, unseen, len(data.base_comments), champion_version)
         if isinstance(plan, dict):
             return plan
         n_eval, cv = plan, self.cv
