@@ -163,7 +163,9 @@ _SCHEMAS: dict[str, dict] = {
         "stage": {"type": ["string", "null"]}, "reason": {"type": ["string", "null"]},
         "requested_by": {"type": ["string", "null"]}, "enqueued_at": {"type": ["string", "null"]},
         "started_at": {"type": ["string", "null"]}, "ended_at": {"type": ["string", "null"]},
-        "result": {}, "error": {"type": ["string", "null"]}}},
+        "result": {}, "error": {"type": ["string", "null"]},
+        "continued_as": {"type": ["string", "null"],
+                         "description": "The job this retrain continues as, after its worker died mid-run."}}},
     "Error": {"type": "object", "required": ["error"], "properties": {"error": {
         "type": "object", "required": ["code", "message"], "properties": {
             "code": {"type": "string"}, "message": {"type": "string"},

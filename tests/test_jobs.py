@@ -378,6 +378,7 @@ def test_a_run_abandoned_by_a_dead_worker_is_requeued_and_completes(r, settings,
     assert successor is not None and successor != job_id
     old = jobs.job_status(r, job_id)
     assert old["status"] == "failed" and f"continued as {successor}" in old["error"]
+    assert old["continued_as"] == successor and jobs.job_status(r, successor)["continued_as"] is None
     new = Job.fetch(successor, connection=r)
     assert new.get_status() == JobStatus.QUEUED and new.meta["recoveries"] == 1 and new.meta["recovered_from"] == job_id
     assert new.kwargs == Job.fetch(job_id, connection=r).kwargs  # the same retrain, asked for the same way
@@ -744,3 +745,17 @@ def test_the_nightly_refit_replaces_a_champion_built_by_quick_updates(r, setting
     assert "has seen every label" in nightly["judged_on_seen"]
     again = jobs.run_retrain(r, settings, full=True, reason="schedule")
     assert again["decision"] == "skip"  # a full fit's champion: nothing unseen, nothing to judge
+
+
+def test_retrain_wait_follows_a_run_that_continued_as_another_job(r, settings, monkeypatch, capsys):
+    from training.cli import main
+
+    done = {"decision": "promote", "why": "better", "version": "v2"}
+    states = {"retrain-1": {"id": "retrain-1", "status": "failed", "continued_as": "retrain-2",
+                            "error": "its worker died mid-retrain; continued as retrain-2"},
+              "retrain-2": {"id": "retrain-2", "status": "finished", "continued_as": None, "result": done}}
+    monkeypatch.setattr(jobs, "enqueue_retrain", lambda *a, **k: "retrain-1")
+    monkeypatch.setattr(jobs, "job_status", lambda redis, job_id: states[job_id])
+    assert main(["retrain", "--wait"]) == 0
+    out, err = capsys.readouterr()
+    assert out.strip() == "promote v2: better" and "continues as retrain-2" in err

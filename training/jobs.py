@@ -225,6 +225,7 @@ def recover_abandoned(redis: redis_lib.Redis, settings: Settings) -> str | None:
         record_job_failure(job, f"its worker died mid-retrain; continued as {successor}", pipe)
         kwargs = job.kwargs or {}
         pipe.set(keys.RETRAIN_ACTIVE, successor)
+        pipe.set(keys.RETRAIN_CONTINUED.format(job_id=active), successor, ex=RESULT_TTL)
         _enqueue(queue, successor, site=kwargs.get("site"), reason=kwargs.get("reason", "recovered"),
                  by=kwargs.get("requested_by"), full=bool(kwargs.get("full")), pipeline=pipe,
                  meta={"recoveries": recoveries, "recovered_from": active})
@@ -243,7 +244,7 @@ def job_status(redis: redis_lib.Redis, job_id: str) -> dict | None:
             return {"id": job_id, "status": "pending", "progress": 0.0,
                     "stage": f"waits for retrain {spec.get('after')} to finish", "reason": spec.get("reason"),
                     "requested_by": spec.get("by"), "enqueued_at": None, "started_at": None, "ended_at": None,
-                    "result": None, "error": None}
+                    "result": None, "error": None, "continued_as": None}
     try:
         job = Job.fetch(job_id, connection=redis)
     except NoSuchJobError:
@@ -257,6 +258,7 @@ def job_status(redis: redis_lib.Redis, job_id: str) -> dict | None:
         "requested_by": job.kwargs.get("requested_by"),
         "enqueued_at": _iso(job.enqueued_at), "started_at": _iso(job.started_at), "ended_at": _iso(job.ended_at),
         "retries_left": job.retries_left, "result": None, "error": None,
+        "continued_as": _text(redis.get(keys.RETRAIN_CONTINUED.format(job_id=job_id))),
     }
     if status == JobStatus.FINISHED:
         out["result"] = job.return_value()

@@ -180,6 +180,11 @@ def cmd_retrain(args) -> int:
         if line != last:
             print(line, file=sys.stderr)
             last = line
+        if status.get("continued_as"):  # its worker died: the run goes on as another job, followed from here
+            job_id = status["continued_as"]
+            print(f"its worker died; the run continues as {job_id}", file=sys.stderr)
+            last = None
+            continue
         if status["status"] in ("finished", "failed", "stopped", "canceled", "gone"):
             break
         time.sleep(1)

@@ -43,6 +43,7 @@ RETRAIN_ACTIVE = PREFIX + "retrain:active"          # string: id of the queued o
 RETRAIN_PENDING = PREFIX + "retrain:pending"        # JSON: the one follow-up asked for while a retrain runs
 RETRAIN_SEQ = PREFIX + "retrain:seq"                # counter: retrain job ids
 RETRAIN_RUNS = PREFIX + "retrain:runs"              # list (newest first): every retrain run's record as JSON
+RETRAIN_CONTINUED = PREFIX + "retrain:continued:{job_id}"  # string: the job an abandoned retrain continues as
 RETRAIN_NEW_LABELS = PREFIX + "retrain:new_labels"  # counter: labels since the last retrain started
 RETRAIN_OVERTURNS = PREFIX + "retrain:overturns"    # counter: overturned verdicts since the last retrain started
 
