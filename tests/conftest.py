@@ -28,7 +28,9 @@ def _suite_redis_url() -> str:
         def command(self, binary: str) -> list[str]:
             cmd = super().command(binary)
             cmd[cmd.index("--appendonly") + 1] = "no"  # scratch data: no disk writes to wait for
-            return cmd
+            # Gone with this process however it ends: atexit does not run when a run is killed (a timeout).
+            setpriv = shutil.which("setpriv")
+            return [setpriv, "--pdeathsig", "TERM", *cmd] if setpriv else cmd
 
     data_dir = Path(tempfile.mkdtemp(prefix="winnow-test-redis-"))
     server = ScratchRedis(data_dir, port=free_port())
