@@ -338,3 +338,23 @@ def test_site_names_cannot_pass_for_another_sites_fields(r):
     assert activity.daily(r, days=1, site="https://a.example.com/p%7Cq", now=now)["moderators"] == {}
     with pytest.raises(ValidationError, match="lone surrogate"):
         normalise_site("https://a.example.com/\udcff")  # a command-line byte that was no UTF-8
+
+
+def test_a_queue_read_while_a_fresh_redis_loads_the_write_script_loses_no_check(r):
+    """After a Redis restart (scripts gone), a batch's queue entries land before its hashes do; a queue read in
+    between took them for expired checks and dropped them from the queue for good."""
+    store = CheckStore(r)
+    r.script_flush()
+    real_put = store._put
+
+    class PutAfterAReader:
+        sha = real_put.sha
+
+        def __call__(self, *args, **kwargs):
+            store.queue(limit=10)  # a moderator's page load, right between the two
+            return real_put(*args, **kwargs)
+
+    store._put = PutAfterAReader()
+    store.write([record(1), record(2, score=0.7)])
+    items, _ = store.queue(limit=10)
+    assert sorted(x.id for x in items) == ["c0001", "c0002"]

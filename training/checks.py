@@ -134,6 +134,18 @@ def enqueue(pipe, record: CheckRecord) -> None:
 
 # Store a batch of checks. KEYS: the checks' hashes. ARGV: retention seconds, then per check its created_at and its
 # record JSON. (created_at is a field of its own: an undone label reads it to requeue the check.)
+# Drop queue members whose check hash is gone (expired), atomically with looking: a check written meanwhile stays.
+# KEYS: the queue index. ARGV: the check key prefix, then the ids read without a hash.
+_DROP_EXPIRED = """
+local dropped = 0
+for i = 2, #ARGV do
+  if redis.call('EXISTS', ARGV[1] .. ARGV[i]) == 0 then
+    dropped = dropped + redis.call('ZREM', KEYS[1], ARGV[i])
+  end
+end
+return dropped
+"""
+
 _PUT = """
 local ttl = ARGV[1]
 for i = 1, #KEYS do
@@ -171,6 +183,7 @@ class CheckStore:
         self.redis = client
         self.retention_seconds = max(1, int(retention_days * 86400))
         self._put = client.register_script(_PUT)
+        self._drop_expired = client.register_script(_DROP_EXPIRED)
 
     def write(self, records: Iterable[CheckRecord]) -> int:
         """Store records in one round trip; the key TTL is what enforces retention.
@@ -218,10 +231,14 @@ class CheckStore:
         for (site, verdict), members in queued.items():
             for qkey in queue_keys(site, verdict):
                 indices.setdefault(qkey, []).extend(members)
-        for qkey, members in indices.items():
-            pipe.execute_command("ZADD", qkey, *members)
-        if by_time:
-            pipe.execute_command("ZADD", rediskeys.QUEUE_BY_TIME, *by_time)
+
+        def enqueue(target) -> None:
+            for qkey, members in indices.items():
+                target.execute_command("ZADD", qkey, *members)
+            if by_time:
+                target.execute_command("ZADD", rediskeys.QUEUE_BY_TIME, *by_time)
+
+        enqueue(pipe)
         counters = _Counters()
         for (site, verdict, _), (count, created_at) in tally.items():
             counters.times = count
@@ -231,6 +248,11 @@ class CheckStore:
             pipe.execute()
         except redis.exceptions.NoScriptError:  # a Redis that restarted or flushed its scripts; the rest went through
             self._put(keys=keys, args=args)
+            # A queue read between the two may have taken these ids for expired checks (no hash yet) and dropped
+            # them: put them back, now that the hashes exist.
+            with self.redis.pipeline(transaction=False) as again:
+                enqueue(again)
+                again.execute()
         return len(keys)
 
     def get(self, check_id: str) -> CheckRecord | None:
@@ -256,7 +278,8 @@ class CheckStore:
                 else:
                     expired.append(member)
             if expired:
-                self.redis.zrem(key, *expired)
+                # Only those still without a hash: one being written right now is not expired.
+                self._drop_expired(keys=[key], args=[_CHECK_KEY_PREFIX, *expired])
             if not expired or next_cursor is None or len(out) >= limit:
                 return out, next_cursor
             cursor = next_cursor
