@@ -4,6 +4,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -92,3 +93,13 @@ class PrivateRedis(EmbeddedRedis):
         if self.process is not None and self.process.poll() is None:
             self.process.kill()  # a crash, not a shutdown: the AOF must already hold every acknowledged write
             self.process.wait(10)
+
+
+def wait_until(predicate, timeout: float = 5.0, step: float = 0.01) -> bool:
+    """True as soon as predicate() is, False once `timeout` seconds have passed without it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return False

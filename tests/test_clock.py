@@ -11,7 +11,7 @@ from pathlib import Path
 
 import redis
 
-from tests.service_support import PrivateRedis
+from tests.service_support import PrivateRedis, wait_until
 from training import clock, schedule
 from training.settings import Settings
 
@@ -34,15 +34,6 @@ def _queued(url: str) -> int:
         client.close()
 
 
-def _wait(predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
-
-
 def test_the_clock_keeps_running_through_a_redis_outage_and_stops_cleanly(tmp_path):
     (tmp_path / "fast_schedule.py").write_text(FAST_SCHEDULE)
     store = PrivateRedis(tmp_path / "redis").start()
@@ -51,13 +42,13 @@ def test_the_clock_keeps_running_through_a_redis_outage_and_stops_cleanly(tmp_pa
     process = subprocess.Popen([sys.executable, "-m", "training.clock", str(tmp_path / "fast_schedule.py")],
                                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        assert _wait(lambda: _queued(store.url) >= 2, 30), (tmp_path / "clock.log").read_text()
+        assert wait_until(lambda: _queued(store.url) >= 2, 30, 0.1), (tmp_path / "clock.log").read_text()
         store.stop()  # Redis crashes: rq cron would exit here
         time.sleep(3)
         assert process.poll() is None, (tmp_path / "clock.log").read_text()
         store.start()  # same port, same data
         before = _queued(store.url)
-        assert _wait(lambda: _queued(store.url) > before, 60), (tmp_path / "clock.log").read_text()
+        assert wait_until(lambda: _queued(store.url) > before, 60, 0.1), (tmp_path / "clock.log").read_text()
         assert process.poll() is None
         process.send_signal(signal.SIGTERM)
         assert process.wait(15) == 0

@@ -7,16 +7,8 @@ import threading
 import time
 import warnings
 
+from tests.service_support import wait_until
 from training.threads import ProcessThread
-
-
-def _wait_until(predicate, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return False
 
 
 def test_ensure_starts_one_thread_and_starts_another_only_after_it_died():
@@ -60,7 +52,7 @@ def test_a_forked_child_starts_its_own_thread_and_drops_what_it_inherited():
 
     worker = ProcessThread(run, "test-fork", on_start=on_start)
     worker.ensure()
-    assert _wait_until(lambda: ran_in == [os.getpid()])
+    assert wait_until(lambda: ran_in == [os.getpid()])
     assert inherited == ["the parent's buffered record"]  # not forked: nothing is dropped
 
     read, write = os.pipe()
@@ -71,7 +63,7 @@ def test_a_forked_child_starts_its_own_thread_and_drops_what_it_inherited():
         try:
             ok = worker.thread is None and not worker.running()
             worker.ensure()
-            ok = ok and _wait_until(lambda: os.getpid() in ran_in) and inherited == [] and worker.running()
+            ok = ok and wait_until(lambda: os.getpid() in ran_in) and inherited == [] and worker.running()
             os.write(write, b"ok" if ok else b"no")
         finally:
             os._exit(0)

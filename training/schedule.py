@@ -1,4 +1,4 @@
-"""Every periodic job, as data, read by the one `clock` process: `rq cron training.schedule`.
+"""Every periodic job, as data, read by the one `clock` process (`python -m training.clock`, rq's cron scheduler).
 
 The clock only enqueues; workers run the jobs. A periodic retrain goes through jobs.enqueue_retrain, so the
 schedule can never start a second retrain beside one already running.
@@ -29,6 +29,6 @@ def register_all(settings: Settings) -> None:
         cron.register(**spec)
 
 
-# `rq cron` imports this module and picks up whatever it registered. The clock signs nothing, so it must not make
+# The clock (rq's cron scheduler) imports this module and picks up whatever it registered. The clock signs nothing, so it must not make
 # a deployment secret on disk as a side effect of reading its settings.
 register_all(Settings.from_env(secret_key="unused-by-the-clock"))
