@@ -185,6 +185,19 @@ class Params:
         return key in self.first
 
 
+# verify-key and get-subscription name the key `key`; every other call names it `api_key`. Each takes the other
+# name too, and the rate limiter reads the same one the view authenticates: a junk value under the other name must
+# not move a call onto another budget.
+_KEY_NAMED_KEY = frozenset({"akismet.verify_key", "akismet.get_subscription"})
+
+
+def request_key(params: Params) -> str:
+    """The key this request's call authenticates with (see api_key), by the parameter order of its endpoint."""
+    if request.endpoint in _KEY_NAMED_KEY:
+        return api_key(params, "key", "api_key")
+    return api_key(params, "api_key", "key")
+
+
 def api_key(params: Params, *names: str) -> str:
     """The key from the first named parameter present, else from a legacy `{key}.host` Host header."""
     for name in names:
@@ -327,7 +340,7 @@ def is_guaranteed_spam(comment: Comment) -> bool:
 def parse_call(params: Params) -> Call:
     """Key first (an unknown caller learns nothing else), then the protocol's required fields."""
     return Call(
-        key=api_key(params, "api_key", "key"),
+        key=request_key(params),
         blog=params.get("blog").strip(),
         comment=comment_from_params(params),
         is_test=params.flag("is_test"),
@@ -505,7 +518,7 @@ def _calls(required: tuple[str, ...]) -> tuple[Params, Call, object]:
 @bp.route("/1.1/verify-key", methods=["POST"])
 def verify_key() -> Response:
     params = _cached_params()
-    _authenticate(api_key(params, "key", "api_key"))
+    _authenticate(request_key(params))
     _require(params, "blog")
     return text("valid")
 
@@ -572,7 +585,7 @@ def submit_ham() -> Response:
 
 @bp.route("/1.2/usage-limit", methods=["GET", "POST"])
 def usage_limit() -> Response:
-    record = _authenticate(api_key(_cached_params(), "api_key", "key"))
+    record = _authenticate(request_key(_cached_params()))
     usage = _usage().calls(record.id, month_of())
     # Winnow meters no monthly quota (the per-minute rate limit is answered with 429), so there is no limit to near.
     return _json({"limit": "none", "usage": usage, "percentage": "0.00", "throttled": False})
@@ -586,7 +599,7 @@ CSV_HEADER = ("Site", "Total API Calls", "Spam", "Ham", "Missed Spam", "False Po
 @bp.route("/1.2/key-sites", methods=["GET", "POST"])
 def key_sites() -> Response:
     params = _cached_params()
-    record = _authenticate(api_key(params, "api_key", "key"))
+    record = _authenticate(request_key(params))
     month = params.get("month").strip() or month_of()
     if not MONTH_SHAPE.match(month):
         return text("Invalid month: use YYYY-MM.", status=400)
@@ -645,7 +658,7 @@ def connectivity_test() -> Response:
 
 @bp.route("/1.1/get-subscription", methods=["POST"])
 def get_subscription() -> Response:
-    record = _authenticate(api_key(_cached_params(), "key", "api_key"))
+    record = _authenticate(request_key(_cached_params()))
     return _json({"status": "active", "account_type": "winnow-site-key", "account_id": record.id,
                   "account_name": record.name or record.site, "limit_reached": False})
 
@@ -703,7 +716,7 @@ def _limiter_principal(fallback: Callable[[], object] | None) -> Callable[[], ob
             return fallback() if fallback is not None else None
         try:
             params = _cached_params()
-            record = services().keys.authenticate(api_key(params, "api_key", "key"))
+            record = services().keys.authenticate(request_key(params))
         except (ProtocolAnswer, redis.RedisError):
             return None
         return record if record is not None and record.role == "site" else None

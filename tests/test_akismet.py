@@ -675,6 +675,25 @@ def test_rate_limited_calls_get_429_with_retry_after_per_key(r, tmp_path, keys):
         r.delete(*(r.keys("LIMITS*") or [b"-"]))
 
 
+@pytest.mark.parametrize("path", ["/1.1/verify-key", "/1.1/get-subscription"])
+def test_a_junk_key_under_the_other_name_does_not_move_a_call_off_its_budget(r, tmp_path, keys, path):
+    # These two calls name their key `key`; a junk `api_key` beside it used to send the limiter to the client
+    # address while the view still answered for the real key.
+    app = _build_app(r, tmp_path, rate_limit="2/minute")
+    try:
+        web = app.test_client()
+        assert [web.post(path, data={"key": keys["site"], "blog": BLOG}).status_code for _ in range(2)] == [200, 200]
+        moved = web.post(path, data={"api_key": "junkjunkjunk", "key": keys["site"], "blog": BLOG})
+        assert moved.status_code == 429 and moved.headers["Content-Type"].startswith("text/plain")
+        # ... and a call is never charged to a key it does not authenticate with.
+        other = web.post(path, data={"api_key": keys["other"], "key": "abcdefabcdef", "blog": BLOG})
+        assert (other.status_code, other.data) == (200, b"invalid")
+        assert [web.post(path, data={"key": keys["other"], "blog": BLOG}).status_code for _ in range(2)] == [200, 200]
+    finally:
+        app.extensions["winnow"].writer.stop()
+        r.delete(*(r.keys("LIMITS*") or [b"-"]))
+
+
 def test_unknown_endpoints_are_text_404(raw):
     resp = raw.post("/1.1/no-such-thing", data={"a": "b"})
     assert resp.status_code == 404 and resp.headers["Content-Type"].startswith("text/plain")
