@@ -146,6 +146,25 @@ def test_a_lone_surrogate_anywhere_in_a_body_is_a_400_naming_where(api, path, ra
                            "message": f"{field}: is not valid UTF-8 text (lone surrogate)"}
 
 
+@pytest.mark.parametrize("path,raw,field", [
+    ("/api/v1/check", b'{"content": "x", "is_test": true, "is_test": false}', "is_test"),
+    ("/api/v1/check", b'{"content": "x", "cont\\u0065nt": "y"}', "content"),  # an escape hides nothing
+    ("/api/v1/check", b'{"content": "x", "ids": {"post": "1", "post": "2"}}', "post"),
+    ("/api/v1/check", b'{"content": "x", "time_to_submit": ' + b"9" * 30 + b', "content": "y"}', "content"),
+    ("/api/v1/labels", b'{"items": [{"content": "x", "label": "spam"}, {"content": "y", "label": "ham", '
+                       b'"label": "spam"}], "site": "https://a.example.org/"}', "label"),
+])
+def test_a_member_given_twice_is_a_400_not_the_last_one_silently(api, path, raw, field):
+    """JSON parsers keep the last of two members of one name: a check sent as a test and not would have been
+    stored as training data, a label of two values taken as the second."""
+    resp = api("POST", path, "admin", raw=raw)
+    assert resp.status_code == 400, resp.data
+    assert error(resp) == {"code": "invalid", "field": field, "message": f"{field}: given twice in one object"}
+    # The same names in different objects, and a name that is also a value, are fine.
+    ok = api("POST", "/api/v1/check/batch", "a", raw=b'{"comments": [{"content": "content"}, {"content": "y"}]}')
+    assert ok.status_code == 200, ok.data
+
+
 def test_bodies_read_the_same_whichever_json_parser_reads_them(api, app):
     """Integers past 64 bits stay integers (a platform's numeric comment id is kept digit for digit), non-ASCII text
     and escapes arrive unchanged, and a body of whitespace is a missing body."""
