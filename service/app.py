@@ -29,6 +29,8 @@ def create_app(settings: Settings | None = None, *, redis_client: redis.Redis | 
     app.config.update(SECRET_KEY=settings.secret_key, WINNOW_SETTINGS=settings,
                       MAX_CONTENT_LENGTH=http.MAX_BODY_BYTES)
     app.json.sort_keys = False  # fields in the order the API documents them, in every answer alike
+    # "//" in a path is a 404 like any unknown path, not a redirect to a URL built from the request's Host header.
+    app.url_map.merge_slashes = False  # before any route is added: each rule takes it when it is bound
 
     client = redis_client or connect(settings)
     serving = serving or _start_serving(client, settings)

@@ -139,7 +139,15 @@ def _note_model(response: Response) -> Response:
     return response
 
 
+def _nosniff(response: Response) -> Response:
+    """Every answer is read as the type it declares: text/plain Akismet answers and CSV exports echo text that
+    callers sent, which a browser must never sniff into a page."""
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
 def init_app(app: Flask) -> None:
     logs.init_app(app)
     app.register_blueprint(bp)
     app.after_request(_note_model)
+    app.after_request(_nosniff)

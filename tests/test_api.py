@@ -197,6 +197,18 @@ def test_unknown_route_and_method_are_json(api):
     assert error(api("GET", "/api/v1/nope", "a"))["code"] == "not_found"
     resp = api("GET", "/api/v1/check", "a")
     assert resp.status_code == 405 and error(resp)["code"] == "method_not_allowed"
+    # A doubled slash is an unknown path, not a redirect to a URL built from the Host header.
+    doubled = api("GET", "/api/v1//queue", "admin", headers={"Host": "evil.example"})
+    assert doubled.status_code == 404 and "Location" not in doubled.headers
+    assert error(doubled)["code"] == "not_found"
+
+
+def test_every_answer_says_nosniff(api, app):
+    """Answers echo text callers sent (Akismet's text/plain, CSV); none may be sniffed into a page."""
+    web = app.test_client()
+    for resp in (api("GET", "/api/v1/nope", "a"), web.get("/healthz"), web.post("/1.1/verify-key", data={}),
+                 api("POST", "/api/v1/check", "a", {"content": "hello"})):
+        assert resp.headers["X-Content-Type-Options"] == "nosniff", resp.request.path
 
 
 def test_auth_refusals_are_json_401_and_403(api, app):
