@@ -358,3 +358,20 @@ def test_a_queue_read_while_a_fresh_redis_loads_the_write_script_loses_no_check(
     store.write([record(1), record(2, score=0.7)])
     items, _ = store.queue(limit=10)
     assert sorted(x.id for x in items) == ["c0001", "c0002"]
+
+
+def test_settings_another_process_just_wrote_are_no_index_warning(r, caplog):
+    """A process whose copy of the settings is a moment old sees a check for a site just configured elsewhere:
+    that site is in the index, so it reads again without warning that the index missed it."""
+    from training.apikeys import KeyStore
+    from training.directory import Directory
+
+    sites = SiteStore(r, Settings())
+    directory = Directory(r, KeyStore(r), sites)
+    directory.refresh()
+    SiteStore(r, Settings()).update("https://new.example.com", {"shadow": True})  # another process, via the API
+    assert not sites.policy("https://new.example.com").shadow  # this copy is older than the change
+    with caplog.at_level("WARNING", logger="winnow"):
+        assert directory.refresh()
+    assert sites.policy("https://new.example.com").shadow
+    assert "missing from the site index" not in caplog.text

@@ -189,11 +189,18 @@ class SiteStore:
         found = [site for site, raw in zip(names, directory.read_hashes(
             self.redis, [rediskeys.SITE.format(site=site) for site in names])) if raw]
         if found:
-            log.warning("settings of %d site(s) were missing from the site index; indexed now", len(found))
-            with self.redis.pipeline(transaction=True) as pipe:
-                pipe.sadd(rediskeys.SITES_INDEX, *found)
-                directory.bump(pipe)
-                pipe.execute()
+            # Most often the settings were just written (and indexed) by another process and this one's copy is
+            # a moment old: only sites really absent from the index are worth a warning and an index entry.
+            with self.redis.pipeline(transaction=False) as pipe:
+                for site in found:
+                    pipe.sismember(rediskeys.SITES_INDEX, site)
+                unindexed = [site for site, indexed in zip(found, pipe.execute()) if not indexed]
+            if unindexed:
+                log.warning("settings of %d site(s) were missing from the site index; indexed now", len(unindexed))
+                with self.redis.pipeline(transaction=True) as pipe:
+                    pipe.sadd(rediskeys.SITES_INDEX, *unindexed)
+                    directory.bump(pipe)
+                    pipe.execute()
         self._looked.update(names)
         return bool(found)
 
