@@ -236,6 +236,21 @@ def test_csv_unterminated_quote_is_reported(tmp_path):
     assert result.errors and result.errors[0].line == 3
 
 
+def test_a_stray_quote_is_an_error_where_it_opened_not_rows_merged_into_one(tmp_path):
+    """A quote opening a field and closing lines later, mid-field, used to make those lines one comment."""
+    path = tmp_path / "stray.csv"
+    path.write_text('content,label\nfirst,ham\n"stray quote here,spam\nsecond,ham\nhe said "hi" to me,ham\n'
+                    'third,spam\n')
+    result = read(path)
+    assert [r.comment.content for r in result.records] == ["first"]
+    assert [e.line for e in result.errors] == [3]
+    assert result.errors[0].message.startswith("malformed CSV") and "rest of the file was not read" in \
+        result.errors[0].message
+    # A quote inside an unquoted field is text, as CSV has it.
+    path.write_text('content,label\nhe said "hi" to me,ham\n')
+    assert [r.comment.content for r in read(path).records] == ['he said "hi" to me']
+
+
 def test_csv_stops_at_a_record_it_cannot_read_rather_than_import_fragments(tmp_path, monkeypatch):
     path = tmp_path / "long.csv"
     path.write_text('content,label\n"' + "x" * 140_000 + '\nwin money now,ham\n",spam\nthanks for the fix,ham\n')

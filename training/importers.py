@@ -405,7 +405,8 @@ def _csv_records(stream, path: Path, rows: _Rows) -> Iterator[tuple[int, list[st
     try:
         first = text.readline()
         delimiter = _delimiter(first, path.suffix.lower())
-        reader = csv.reader(itertools.chain([first], text), delimiter=delimiter)
+        # strict: a stray quote is an error (at the record where it opened) rather than rows merged into one field
+        reader = csv.reader(itertools.chain([first], text), delimiter=delimiter, strict=True)
         header: list[str] | None = None
         while True:
             start = reader.line_num + 1
