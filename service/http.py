@@ -15,7 +15,7 @@ import redis
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from training.schema import ContentTooLarge, ValidationError, check_text, is_text
+from training.schema import ContentTooLarge, ValidationError, check_text, is_text, unique_members
 
 log = logging.getLogger("winnow.http")
 
@@ -81,8 +81,8 @@ def json_body(*, required: bool = True) -> Any:
     except UnicodeDecodeError as exc:
         raise ApiError(400, "bad_encoding", f"body is not valid UTF-8 (byte {exc.start})", field="body") from None
     try:
-        body = json.loads(text, parse_constant=_refuse_constant, object_pairs_hook=_unique_names)
-    except ApiError:
+        body = json.loads(text, parse_constant=_refuse_constant, object_pairs_hook=unique_members)
+    except (ApiError, ValidationError):
         raise
     except RecursionError:
         raise ApiError(400, "bad_json", "body nests too deeply", field="body") from None
@@ -95,21 +95,8 @@ def json_body(*, required: bool = True) -> Any:
     return body
 
 
-def _unique_names(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """A JSON object's members as a dict; 400 naming a member given twice (parsers keep the last one silently, so
-    `{"is_test": true, "is_test": false}` would store a real check)."""
-    members = dict(pairs)
-    if len(members) != len(pairs):
-        seen: set[str] = set()
-        for name, _ in pairs:
-            if name in seen:
-                raise ApiError(400, "invalid", f"{name}: given twice in one object", field=name)
-            seen.add(name)
-    return members
-
-
 def _refuse_repeated_names(raw: bytes, body: Any) -> None:
-    """400 when an object in the body names a member twice (see _unique_names). orjson keeps the last one without
+    """400 when an object in the body names a member twice (see unique_members). orjson keeps the last one without
     saying so; the body is read again keeping every member only when some name occurs twice in its text, or when
     escapes could hide a repeat: a single check's body rarely is."""
     if b"\\" not in raw:
@@ -125,7 +112,7 @@ def _refuse_repeated_names(raw: bytes, body: Any) -> None:
                 stack.extend(item)
         if all(raw.count(b'"%s"' % name.encode()) < 2 for name in names):
             return
-    json.loads(raw, object_pairs_hook=_unique_names)
+    json.loads(raw, object_pairs_hook=unique_members)
 
 
 def _has_huge_float(value: Any) -> bool:

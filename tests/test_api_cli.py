@@ -76,3 +76,27 @@ def test_without_redis_url_or_a_running_make_run_the_cli_names_the_problem(monke
     err = capsys.readouterr().err
     assert "REDIS_URL is unset" in err and "make run" in err
     assert main(["keys", "list"]) == 3
+
+
+def test_a_label_export_imports_into_another_site_whole(r, tmp_path, capsys):
+    """GET /api/v1/labels/export nests each comment under `comment`: the file moves labels between deployments
+    or sites (and trains offline) as it is."""
+    from training import labels as label_store
+    from training.schema import Comment
+
+    store = LabelStore(r)
+    comment = Comment(content="Great guide, the firewall part saved me", author="Ana", author_email="ana@example.org",
+                      created_at="2026-05-01T10:00:00+00:00", post_title="Hardening a VPS")
+    store.put_many([label_store.for_comment("https://a.example.com", comment, "ham", by="mod"),
+                 label_store.for_comment("https://a.example.com", Comment(content="buy followers cheap"), "spam",
+                                         by="mod")])
+    export = tmp_path / "labels.jsonl"  # written as the export route writes it
+    export.write_text("".join(json.dumps(record.to_dict(), ensure_ascii=False) + "\n"
+                              for record in store.export(site="https://a.example.com")))
+    assert main(["import", str(export), "--site", "https://b.example.com"]) == 0
+    assert "2 labels stored (2 new" in capsys.readouterr().out
+    moved = {rec.comment.content: rec for rec in store.export(site="https://b.example.com")}
+    assert moved["buy followers cheap"].label == "spam"
+    ham = moved["Great guide, the firewall part saved me"]
+    assert ham.label == "ham" and ham.site == "https://b.example.com"
+    assert ham.comment.replace(site="") == comment  # every field, the comment's own created_at included

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any, Iterable, Sequence, TextIO
 
-from training.schema import is_text
+from training.schema import ValidationError, is_text, unique_members
 
 COMMANDS: list[tuple[str, str]] = [
     ("train", "training.cli"),
@@ -273,28 +273,44 @@ _METRIC_NAMES = {"accuracy": "accuracy", "precision": "precision (spam)", "recal
 
 
 def cmd_score(args) -> int:
-    from training.schema import Comment, ValidationError
+    from training.schema import ALIASES, Comment
 
     model = _load_model(args.model)
     settings = _settings()
+    comment_keys = set(Comment.__dataclass_fields__) | set(ALIASES) | {"text"}
     bad = 0
-    for number, line in enumerate(sys.stdin, 1):
-        if not line.strip():
-            continue
+    # Bytes, decoded line by line: one line that is not UTF-8 is that line's error, whatever the locale says.
+    stdin = getattr(sys.stdin, "buffer", sys.stdin)
+    for number, raw in enumerate(stdin, 1):
         out: dict[str, Any] = {"line": number}
         try:
-            obj = json.loads(line)
-            if isinstance(obj, dict):
-                obj = dict(obj)
-                if "id" in obj:
-                    out["id"] = obj.pop("id")
-                if "text" in obj and "content" not in obj:
-                    obj["content"] = obj.pop("text")
-            comment = Comment.from_dict(obj)
-        except json.JSONDecodeError as exc:
-            out["error"] = {"field": "body", "message": f"not valid JSON ({exc.msg} at column {exc.pos + 1})"}
-        except ValidationError as exc:
-            out["error"] = exc.to_dict()
+            line = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+        except UnicodeDecodeError as exc:
+            line = None
+            out["error"] = {"field": "body", "message": f"not valid UTF-8 (byte {exc.start + 1} of the line)"}
+        if line is not None:
+            if number == 1:
+                line = line.lstrip("\ufeff")
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line, object_pairs_hook=unique_members, parse_constant=_no_constant)
+                if isinstance(obj, dict):
+                    obj = dict(obj)
+                    if "id" in obj:
+                        out["id"] = obj.pop("id")
+                    if "label" in obj:
+                        # A line of a labelled file, read as `train` and `evaluate` read it: the label is echoed
+                        # for comparison and keys that are no comment field (the corpora's `date`) are left out.
+                        out["label"] = obj.pop("label")
+                        obj = {k: v for k, v in obj.items() if k in comment_keys}
+                    if "text" in obj and "content" not in obj:
+                        obj["content"] = obj.pop("text")
+                comment = Comment.from_dict(obj)
+            except json.JSONDecodeError as exc:
+                out["error"] = {"field": "body", "message": f"not valid JSON ({exc.msg} at column {exc.pos + 1})"}
+            except ValidationError as exc:
+                out["error"] = exc.to_dict()
         if "error" in out:
             bad += 1
         else:
@@ -304,6 +320,10 @@ def cmd_score(args) -> int:
     if bad:
         print(f"winnow score: {bad} line(s) could not be scored", file=sys.stderr)
     return 1 if bad else 0
+
+
+def _no_constant(name: str) -> Any:
+    raise ValidationError("body", f"{name} is not a number in JSON")
 
 
 def verdict_name(score: float, settings) -> str:

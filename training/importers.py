@@ -21,7 +21,7 @@ from xml.sax.handler import ContentHandler, feature_namespaces
 import defusedxml.sax
 from defusedxml import DefusedXmlException
 
-from .schema import ALIASES, MAX_POST_TEXT_CHARS, Comment, ValidationError, is_text
+from .schema import ALIASES, MAX_POST_TEXT_CHARS, Comment, ValidationError, is_text, unique_members
 
 FORMATS = ("jsonl", "csv", "sms", "youtube", "wxr", "disqus")
 
@@ -360,15 +360,24 @@ def _read_jsonl(stream, path: Path, rows: _Rows, mapping: Mapping[str, str]) -> 
             rows.skip("blank line")
             continue
         try:
-            obj = json.loads(text.strip())
+            obj = json.loads(text.strip(), object_pairs_hook=unique_members, parse_constant=_no_constant)
         except json.JSONDecodeError as exc:
             rows.error(number, f"not valid JSON ({exc.msg} at column {exc.pos + 1})")
+            continue
+        except ValidationError as exc:
+            rows.error(number, f"{exc.field}: {exc.message}")
             continue
         if not isinstance(obj, dict):
             rows.error(number, "not a JSON object")
             continue
+        if (keys["content"] not in obj and "content" not in obj and type(obj.get("comment")) is dict
+                and "comment" not in mapping.values()):
+            # A line of GET /api/v1/labels/export: the comment's fields are nested under `comment` (its site is
+            # the import's to set), and the label's own times must not be read as the comment's created_at.
+            nested = {k: v for k, v in obj["comment"].items() if k != "site"}
+            obj = {k: v for k, v in obj.items() if k not in ("comment", "created_at")} | nested
         if keys["content"] not in obj and "content" in obj and "content" not in mapping:
-            # A Winnow export (or an API body) spells it `content`; the shared corpora spell it `text`.
+            # An API body spells it `content`; the shared corpora spell it `text`.
             obj = dict(obj, **{keys["content"]: obj.pop("content")})
         for alias, field in ALIASES.items():
             if alias in obj and field not in mapping and comment_keys[field] not in obj:
@@ -381,6 +390,10 @@ def _read_jsonl(stream, path: Path, rows: _Rows, mapping: Mapping[str, str]) -> 
         source = obj.get(keys["source"])
         rows.add(number, fields, label, source=str(source) if source else path.stem, id=obj.get(keys["id"]),
                  names=names)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValidationError("line", f"{name} is not a number in JSON")
 
 
 # --- CSV, YouTube, SMS ---------------------------------------------------------------------------------------

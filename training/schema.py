@@ -38,6 +38,19 @@ class ValidationError(ValueError):
         return {"field": self.field, "message": self.message}
 
 
+def unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """json.loads' object_pairs_hook: a JSON object as a dict, refusing a member given twice (parsers otherwise
+    keep the last one without a word)."""
+    members = dict(pairs)
+    if len(members) != len(pairs):
+        seen: set[str] = set()
+        for name, _ in pairs:
+            if name in seen:
+                raise ValidationError(name, "given twice in one object")
+            seen.add(name)
+    return members
+
+
 class ContentTooLarge(ValidationError):
     """Content over MAX_CONTENT_BYTES; the web face answers 413 for it."""
 
