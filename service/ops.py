@@ -68,6 +68,7 @@ def readyz() -> Response:
 
 @bp.get("/metrics")
 def metrics_route() -> Response:
+    _observe_serving(services().serving)  # this worker's own figures current, whenever it last answered
     return Response(metrics.render(), mimetype=None, content_type=metrics.CONTENT_TYPE)
 
 
@@ -147,6 +148,10 @@ def _nosniff(response: Response) -> Response:
 
 
 def init_app(app: Flask) -> None:
+    serving = app.extensions[EXTENSION].serving
+    if hasattr(serving, "on_change"):
+        # Every worker's model gauges follow a promotion or rollback when it happens, even a worker nobody asks.
+        serving.on_change = lambda: _observe_serving(serving)
     logs.init_app(app)
     app.register_blueprint(bp)
     app.after_request(_note_model)

@@ -216,6 +216,35 @@ def test_a_worker_reports_its_model_once_booted_not_at_its_first_answer(tmp_path
     assert metrics.MODEL_LOADED._value.get() == 1
 
 
+def test_a_workers_model_gauges_follow_a_promotion_without_a_request(tmp_path, r, monkeypatch):
+    """A worker nobody asks still reports the version it swapped to (a rollback used to leave the old version at 1
+    until that worker answered something)."""
+    from service import metrics
+    from training.registry import Registry
+
+    monkeypatch.setattr(metrics, "_model_version", None)
+    settings = Settings.from_env({}, redis_url=ops_redis_url(), data_dir=tmp_path, secret_key="t" * 64)
+    client = redis.Redis.from_url(ops_redis_url())
+    serving = ServingModel(client, settings)  # not started: the test drives its polls
+    app = create_app(settings, redis_client=client, serving=serving)
+    registry = Registry.from_settings(client, settings)
+    try:
+        first = registry.publish(small_model(), promote=True)
+        assert serving.check_now()
+        second = registry.publish(small_model(), promote=True)
+        assert serving.check_now()
+
+        def info(version):
+            return metrics.MODEL_INFO.labels(version=version)._value.get()
+
+        assert (info(first), info(second)) == (0, 1) and metrics.MODEL_LOADED._value.get() == 1
+        registry.promote(first, by="test")  # a rollback
+        assert serving.check_now()
+        assert (info(first), info(second)) == (1, 0)
+    finally:
+        app.extensions["winnow"].writer.stop()
+
+
 def test_a_booted_worker_has_read_every_key_before_its_first_request(tmp_path, r, monkeypatch):
     """So a worker that has answered nothing yet still knows every key and site setting if Redis goes away."""
     import types

@@ -391,6 +391,9 @@ class ServingModel:
         # secret, or by another scikit-learn): this node serves something else and says so at /readyz.
         self.refused_current: str | None = None
         self.registry = Registry.from_settings(redis, settings) if redis is not None and settings else None
+        # Called (on the poller's thread) after each swap or refusal, so what reports the served version (the web
+        # process's metrics) follows it at once, not at its next request.
+        self.on_change: Callable[[], None] | None = None
 
     @classmethod
     def fixed(cls, model, version: str = "fixed") -> "ServingModel":
@@ -458,6 +461,16 @@ class ServingModel:
 
     # ---- internals -----------------------------------------------------------------------------------------------
     def _swap_to(self, version: str) -> bool:
+        try:
+            return self._load_and_swap(version)
+        finally:
+            if self.on_change is not None:
+                try:
+                    self.on_change()
+                except Exception:  # a report must never stop the swap or the poller
+                    log.exception("model change listener failed")
+
+    def _load_and_swap(self, version: str) -> bool:
         from training import artifacts
 
         try:
