@@ -112,7 +112,10 @@ def _refuse_repeated_names(raw: bytes, body: Any) -> None:
                 stack.extend(item)
         if all(raw.count(b'"%s"' % name.encode()) < 2 for name in names):
             return
-    json.loads(raw, object_pairs_hook=unique_members)
+    try:
+        json.loads(raw, object_pairs_hook=unique_members)
+    except RecursionError:  # orjson reads 1,024 levels, the standard parser somewhat fewer
+        raise ApiError(400, "bad_json", "body nests too deeply", field="body") from None
 
 
 def _has_huge_float(value: Any) -> bool:

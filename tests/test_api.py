@@ -122,6 +122,7 @@ def test_batch_checks_and_refuses_bad_items_naming_them(api):
     (b'{"content": "x", "ids": {"\\udfff": "1"}}', "invalid", "ids"),
     (b'', "invalid", "body"),
     (b'[' * 100000 + b']' * 100000, "bad_json", "body"),
+    (b'{"a": ' * 1000 + b'1' + b'}' * 1000, "bad_json", "body"),  # deep enough for one parser and not the other
     (b'{"content": "hi", "time_to_submit": ' + b"9" * 5000 + b"}", "bad_json", "body"),
 ])
 def test_bad_input_is_a_400_naming_the_field(api, raw, code, field):
