@@ -261,20 +261,21 @@ def test_score_reads_bytes_line_by_line_whatever_the_locale(trained, capsys, mon
            b'"source": "youtube:Psy", "video_id": "9bZkp7q19f0"}\n'
            b'{"content": "a", "content": "b"}\n'
            b'{"content": "a", "time_to_submit": NaN}\n'
-           b'{"content": "a", "date": "2013-11-07"}\n')
+           b'{"content": "a", "date": "2013-11-07"}\n' + b'[' * 5000 + b']' * 5000 + b'\n')
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(raw), encoding="utf-8", errors="strict"))
     code = cli.main(["score", "--model", str(trained)])
     out, err = capsys.readouterr()
     assert code == 1
     rows = {row["line"]: row for row in map(json.loads, out.splitlines())}
-    assert sorted(rows) == [1, 2, 3, 4, 5, 6]
+    assert sorted(rows) == [1, 2, 3, 4, 5, 6, 7]
     assert "verdict" in rows[1]
     assert rows[2]["error"] == {"field": "body", "message": "not valid UTF-8 (byte 17 of the line)"}
     assert rows[3]["id"] == "youtube-psy-0001" and rows[3]["label"] == "spam" and "verdict" in rows[3]
     assert rows[4]["error"] == {"field": "content", "message": "given twice in one object"}
     assert rows[5]["error"] == {"field": "body", "message": "NaN is not a number in JSON"}
     assert rows[6]["error"] == {"field": "date", "message": "unknown field"}  # an API-shaped line stays strict
-    assert "4 line(s) could not be scored" in err
+    assert rows[7]["error"] == {"field": "body", "message": "nests too deeply"}
+    assert "5 line(s) could not be scored" in err
 
 
 # --- loading models ------------------------------------------------------------------------------------------

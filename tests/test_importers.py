@@ -115,10 +115,11 @@ def test_jsonl_a_member_given_twice_or_nan_is_a_row_error(tmp_path):
     """Parsers keep the last of two members silently ({"label": "spam", "label": "ham"} was imported as ham)."""
     path = tmp_path / "twice.jsonl"
     path.write_text('{"text": "x", "label": "spam", "label": "ham"}\n{"text": "y", "label": "ham", "id": NaN}\n'
-                    '{"text": "z", "label": "ham"}\n')
+                    '{"text": "z", "label": "ham"}\n' + '{"a": ' * 5000 + '1' + '}' * 5000 + '\n')
     result = read(path)
     assert [r.comment.content for r in result.records] == ["z"]
-    assert lines_of(result) == {1: "label: given twice in one object", 2: "line: NaN is not a number in JSON"}
+    assert lines_of(result) == {1: "label: given twice in one object", 2: "line: NaN is not a number in JSON",
+                                4: "not valid JSON (nests too deeply)"}
 
 
 def test_jsonl_bad_optional_field_keeps_the_row_with_a_warning():

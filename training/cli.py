@@ -311,6 +311,8 @@ def cmd_score(args) -> int:
                 out["error"] = {"field": "body", "message": f"not valid JSON ({exc.msg} at column {exc.pos + 1})"}
             except ValidationError as exc:
                 out["error"] = exc.to_dict()
+            except RecursionError:
+                out["error"] = {"field": "body", "message": "nests too deeply"}
         if "error" in out:
             bad += 1
         else:

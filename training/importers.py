@@ -367,6 +367,9 @@ def _read_jsonl(stream, path: Path, rows: _Rows, mapping: Mapping[str, str]) -> 
         except ValidationError as exc:
             rows.error(number, f"{exc.field}: {exc.message}")
             continue
+        except RecursionError:
+            rows.error(number, "not valid JSON (nests too deeply)")
+            continue
         if not isinstance(obj, dict):
             rows.error(number, "not a JSON object")
             continue
