@@ -62,6 +62,15 @@ def post_worker_init(worker) -> None:
     ops.worker_booted(worker.wsgi)
 
 
+def worker_exit(server, worker) -> None:
+    # In the exiting worker, whatever stopped it: what it answered but still holds in memory goes to Redis first.
+    app = getattr(worker, "wsgi", None)
+    if app is not None and hasattr(app, "extensions"):
+        from service import ops
+
+        ops.worker_exiting(app)
+
+
 def child_exit(server, worker) -> None:
     # Not via service.metrics: importing the metric objects here would give the master live samples of its own.
     from prometheus_client import multiprocess

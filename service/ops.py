@@ -97,6 +97,26 @@ def worker_booted(app: Flask) -> None:
     freeze_heap(app)
 
 
+def worker_exiting(app: Flask) -> None:
+    """What a gunicorn web worker does as it exits, however it was asked to (Ctrl-C, SIGTERM, a restart): write
+    what it holds in memory and would otherwise lose, the checks it answered in its last moments first (they are
+    written behind their answers, every quarter second), then its Akismet call counts and its rate-limit hits."""
+    svc = app.extensions[EXTENSION]
+    if not svc.writer.flush(timeout=3.0):
+        log.warning("checks answered in the last moments could not be stored before exit (Redis unavailable)")
+    svc.writer.stop(timeout=0.5)
+    usage = app.extensions.get("winnow.akismet.usage")  # service.akismet.Usage
+    limiter = app.extensions.get("winnow.limiter")  # service.limits.RateLimiter
+    for what, flush in (("Akismet call counts", usage.flush if usage else None),
+                        ("rate-limit hits", limiter.storage.flush if limiter else None)):
+        if flush is None:
+            continue
+        try:
+            flush()
+        except redis.RedisError as exc:
+            log.warning("%s not written before exit: %s", what, exc)
+
+
 def _observe_serving(serving) -> tuple[str | None, object, str | None]:
     """(version, model, version refused) this process serves, written to its model gauges."""
     version, model = serving.snapshot()

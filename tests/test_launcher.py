@@ -107,13 +107,30 @@ def test_make_run_starts_embedded_redis_and_the_procfile_then_stops_cleanly(tmp_
 
     # A second start finds its data on disk: no new keys, and the first admin token still works.
     second = Launcher(data_dir, redis_port, web_port, "web", log=tmp_path / "second.log")
+    checked = []
     try:
         second.wait_ready()
         assert "admin token" not in second.output()
         assert _status(second.base + "/api/v1/queue", admin) == 200
+        # Checks answered the moment before Ctrl-C: written behind their answers, they must still be stored.
+        for n in range(5):
+            req = urllib.request.Request(second.base + "/api/v1/check", method="POST",
+                                         data=json.dumps({"content": f"last words {n}"}).encode(),
+                                         headers={"Authorization": f"Bearer {site_key}",
+                                                  "Content-Type": "application/json"})
+            with urllib.request.urlopen(req, timeout=5) as resp:
+                checked.append(json.loads(resp.read())["id"])
     finally:
         code = second.stop(signal.SIGINT)  # what Ctrl-C sends
     assert code in (0, 130), second.output()[-3000:]
+    assert port_is_free(redis_port) and port_is_free(web_port)
+
+    third = Launcher(data_dir, redis_port, web_port, "web", log=tmp_path / "third.log")
+    try:
+        third.wait_ready()
+        assert [_status(f"{third.base}/api/v1/checks/{check_id}", admin) for check_id in checked] == [200] * 5
+    finally:
+        third.stop(signal.SIGTERM)
     assert port_is_free(redis_port) and port_is_free(web_port)
 
 
