@@ -100,3 +100,32 @@ def test_a_label_export_imports_into_another_site_whole(r, tmp_path, capsys):
     ham = moved["Great guide, the firewall part saved me"]
     assert ham.label == "ham" and ham.site == "https://b.example.com"
     assert ham.comment.replace(site="") == comment  # every field, the comment's own created_at included
+
+
+def test_a_model_from_winnow_train_is_published_and_served_and_a_foreign_one_is_refused(r, tmp_path, capsys,
+                                                                                          monkeypatch):
+    from tests.test_cli import DATA, FAST, TRAIN_FILES
+    from training.registry import Registry
+    from training.settings import Settings
+
+    monkeypatch.setenv("WINNOW_SECRET_KEY", "p" * 64)
+    out = tmp_path / "mine.joblib"
+    assert main(["train", *[a for n in TRAIN_FILES for a in ("--data", str(DATA / n))], "--out", str(out),
+                 *FAST]) == 0
+    registry = Registry.from_settings(r, Settings.from_env())
+    capsys.readouterr()
+    assert main(["models", "publish", str(out)]) == 0
+    candidate = capsys.readouterr().out.split()[0]
+    info = registry.get(candidate)
+    assert info["status"] == "candidate" and registry.current_version() != candidate
+    assert info["counts"]["labels"] == info["counts"]["spam"] + info["counts"]["ham"] > 0
+    assert main(["models", "publish", str(out), "--promote", "--reason", "ours"]) == 0
+    serving = capsys.readouterr().out.split()[0]
+    assert registry.current_version() == serving and registry.get(serving)["promote_reason"] == "ours"
+    # The very model, loadable by every web node.
+    assert registry.load(serving).meta["counts"] == {"spam": info["counts"]["spam"], "ham": info["counts"]["ham"]}
+
+    monkeypatch.setenv("WINNOW_SECRET_KEY", "q" * 64)  # another deployment's artifact
+    assert main(["models", "publish", str(out), "--promote"]) == 2
+    assert "cannot load model" in capsys.readouterr().err
+    assert registry.current_version() == serving

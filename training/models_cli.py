@@ -1,4 +1,5 @@
-"""`winnow models list|show|promote|rollback` and `winnow retrain`: the registry and the retrain job from a shell.
+"""`winnow models list|show|promote|publish|rollback` and `winnow retrain`: the registry and the retrain job from a
+shell.
 
 Same domain calls as the HTTP API (training.registry, training.jobs); registered in training.cli.COMMANDS.
 """
@@ -27,6 +28,12 @@ def add_parser(subparsers) -> None:
     p.add_argument("version")
     p.add_argument("--reason", default="promoted by hand")
     p.set_defaults(handler=cmd_promote)
+    p = sub.add_parser("publish", help="add a model file written by `winnow train` (of this deployment) to the "
+                       "registry, as a candidate or, with --promote, serving")
+    p.add_argument("path", help="the .joblib artifact (its metadata JSON beside it), or `starter`")
+    p.add_argument("--promote", action="store_true", help="serve it from now on (every web worker within seconds)")
+    p.add_argument("--reason", default="")
+    p.set_defaults(handler=cmd_publish)
     p = sub.add_parser("rollback", help="serve again the version the current one replaced")
     p.add_argument("--reason", default="")
     p.set_defaults(handler=cmd_rollback)
@@ -124,6 +131,31 @@ def cmd_promote(args) -> int:
         raise CommandError(str(exc), 4) from None
     print(f"{info['version']} already serves; nothing changed" if info.get("unchanged")
           else f"{info['version']} is now serving")
+    return 0
+
+
+def cmd_publish(args) -> int:
+    """A model trained by hand becomes a registry version. It is loaded first, so one another deployment signed,
+    changed since it was written or built by another scikit-learn is refused (exit 2) before anything is stored.
+    Promoting it is the caller's decision, as with `models promote`: no gate judges it against the serving one."""
+    from pathlib import Path
+
+    from training.cli import _load_model
+
+    model = _load_model(args.path)
+    registry = _registry()
+    name = Path(args.path).name
+    counts = dict(model.meta.get("counts") or {})
+    meta = {"origin": f"winnow models publish {name}",
+            "counts": {"labels": sum(v for v in counts.values() if isinstance(v, int)), **counts},
+            "trained_at": model.meta.get("created_at"), "corpora": model.meta.get("corpora"),
+            "metrics": {"trained": model.meta.get("metrics") or {}}}
+    reason = args.reason or f"published from {name}"
+    version = registry.publish(model, meta, promoted_by=_who(), reason=reason, promote=args.promote)
+    if args.promote:
+        print(f"{version} is now serving")
+    else:
+        print(f"{version} published as a candidate; `winnow models promote {version}` serves it")
     return 0
 
 
