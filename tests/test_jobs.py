@@ -153,6 +153,17 @@ def test_few_labels_use_cross_validation(r, settings, backwards_model):
     assert result["counts"]["eval"] == 80 and result["decision"] == "promote"
 
 
+def test_cross_validation_says_it_judged_only_the_labels_the_champion_never_saw(r, settings, backwards_model):
+    seed_champion(r, settings, backwards_model, trained_until=1_700_000_000.0 + 49.5)  # saw the 50 oldest
+    store_labels(r, campaign(80, seed=9))
+    job_id = jobs.enqueue_retrain(r, settings)
+    run_burst(r, settings)
+    result = jobs.job_status(r, job_id)["result"]
+    assert result["counts"]["eval"] == 30
+    assert result["evaluation"].endswith("cross-validation over 80 labels, judged on the newest 30 (those the "
+                                         "champion has not seen)")
+
+
 def test_nothing_new_since_the_champion_is_a_skip(r, settings, backwards_model):
     seed_champion(r, settings, backwards_model, trained_until=1_800_000_000.0)
     store_labels(r, campaign(40, seed=10))

@@ -541,6 +541,8 @@ class _Retrain:
             self._progress("cross-validating the challenger", 0.35)
             challenger_scores = self._cross_validated_scores(data, eval_idx)
             plan = f"{_folds(data.y)}-fold stratified cross-validation over {n} labels"
+            if n_eval < n:  # scored out of fold on every label, judged on the ones the champion never saw
+                plan += f", judged on the newest {n_eval} (those the champion has not seen)"
         else:
             self._progress("training the challenger on older labels", 0.35)
             train_idx = np.arange(0, n - n_eval)

@@ -57,6 +57,8 @@ def _keystore():
 def cmd_create(args) -> int:
     from training.schema import ValidationError
 
+    if args.role == "site" and not (args.site or "").strip():
+        raise CommandError("a site key needs its site: --site URL (such as https://blog.example.com)", 2)
     try:
         plain, record = _keystore().create(args.site, args.role, args.name)
     except ValidationError as exc:
