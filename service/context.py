@@ -6,9 +6,8 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import redis
 from flask import current_app
 
 from training.apikeys import KeyStore
@@ -16,6 +15,9 @@ from training.checks import CheckStore, WriteBehind
 from training.labels import LabelStore
 from training.settings import Settings
 from training.sites import SiteStore
+
+if TYPE_CHECKING:
+    import redis
 
 EXTENSION = "winnow"
 

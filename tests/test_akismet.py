@@ -405,7 +405,7 @@ def test_usage_limit_and_key_sites_count_per_site(app, live):
 
         csv_text = first.key_sites(result_format="csv", order="false_positives", url_filter="shop")
         lines = csv_text.split("\n")
-        assert lines[0].startswith(f"Active sites for ") and f"during {month}" in lines[0] and "total: 1" in lines[0]
+        assert lines[0].startswith("Active sites for ") and f"during {month}" in lines[0] and "total: 1" in lines[0]
         assert lines[1] == "Site,Total API Calls,Spam,Ham,Missed Spam,False Positives,Is Revoked"
         assert lines[2:] == ["shop.example.com,1,0,1,0,1,false"]
         assert not csv_text.endswith("\n")
