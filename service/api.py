@@ -20,6 +20,7 @@ from service.http import ApiError, BatchInvalid, error_response, json_object, st
 from training import pages
 from training.checks import VERDICTS
 from training.labels import MAX_BATCH as MAX_LABELS
+from training.labels import UNLABELLED, LabelConflict
 from training.schema import LABELS, Comment, ValidationError, parse_label, parse_timestamp
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -73,10 +74,24 @@ def get_check(check_id: str) -> Response:
 @requires("site", "moderator")
 def label_check(check_id: str) -> Response:
     body = json_object()
-    _only(body, {"label"})
+    _only(body, {"label", "expect"})
     label = parse_label(body.get("label"))
-    stored = checking.label_check(check_id, label, moderator=current(), site_scope=site_scope(current()))
+    stored = checking.label_check(check_id, label, moderator=current(), site_scope=site_scope(current()),
+                                  expect=expect_of(body))
     return jsonify(_label_ack(stored))
+
+
+def expect_of(body: dict[str, Any]) -> str:
+    """The optional condition of a label write: absent for none, null for "not labelled yet", or the label the
+    comment must have now (a moderator's view of it), so two moderators never silently overwrite each other."""
+    if "expect" not in body:
+        return ""
+    value = body["expect"]
+    if value is None:
+        return UNLABELLED
+    if value not in LABELS:
+        raise ValidationError("expect", 'must be null (not labelled yet), "spam" or "ham"')
+    return value
 
 
 # Labels of comments never checked are training data for the model every site shares: moderators only. A site
@@ -283,6 +298,14 @@ def _domain_error(status: int, code: str, message: str | None, field: str | None
     return handle
 
 
+def _label_changed(exc: LabelConflict) -> Response:
+    """409 for a conditional label write that found another label: what is stored now, and who gave it."""
+    response = jsonify({"error": {"code": "label_changed", "message": str(exc), "field": "expect",
+                                  "label": exc.current, "labelled_by": exc.labelled_by or None}})
+    response.status_code = 409
+    return response
+
+
 def init_app(app: Flask) -> None:
     # App-wide so the console's JSON calls into service.checking get the same answers; the Akismet face catches
     # these itself to answer in its own protocol.
@@ -291,6 +314,7 @@ def init_app(app: Flask) -> None:
     app.register_error_handler(checking.StoreUnavailable, _domain_error(503, "store_unavailable", None))
     app.register_error_handler(checking.NoModel, _domain_error(
         503, "no_model", "no model is loaded yet; retry in a few seconds"))
+    app.register_error_handler(LabelConflict, _label_changed)
     app.register_error_handler(checking.NotTrainable, _domain_error(
         409, "test_check", "an is_test check never becomes training data, so it cannot be labelled", "id"))
     app.register_blueprint(bp)

@@ -111,7 +111,11 @@ _SCHEMAS: dict[str, dict] = {
         "trusted": {"type": "boolean"}, "is_test": {"type": "boolean"}, "source": {"type": "string"},
         "refs": {"type": "object", "additionalProperties": {"type": "string"}}}},
     "LabelRequest": {"type": "object", "required": ["label"], "additionalProperties": False,
-                     "properties": {"label": {"type": "string", "enum": ["spam", "ham"]}}},
+                     "properties": {"label": {"type": "string", "enum": ["spam", "ham"]},
+                                    "expect": {"type": ["string", "null"], "enum": ["spam", "ham", None],
+                                               "description": "Store the label only if the comment is, now, "
+                                               "unlabelled (null) or labelled this; else 409 label_changed "
+                                               "naming the label stored and who gave it."}}},
     "LabelAck": {"type": "object", "properties": {
         "id": {"type": "string"}, "site": {"type": "string"}, "label": {"type": "string", "enum": ["spam", "ham"]},
         "previous": {"type": ["string", "null"], "description": "The label this one replaced, if any."},
@@ -202,6 +206,7 @@ _API_PATHS: dict[str, dict] = {
         "Label a checked comment", _SITE_ROLES, {"200": _ok(_ref("LabelAck")), "404": _ERR, "409": _ERR},
         body=_json(_ref("LabelRequest")), params=[_path_param("check_id", "The id a check answered.")],
         description="The moderator is the token's key. A second label relabels; the audit trail keeps both. "
+                    "With `expect`, only while the label is still what the caller saw (409 otherwise). "
                     "Acknowledged only once Redis accepted it (503 otherwise).")},
     "/api/v1/labels": {
         "post": _op("Label comments never checked (up to 1,000)", _MOD,

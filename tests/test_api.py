@@ -290,6 +290,41 @@ def test_a_label_outlives_its_check_and_can_still_be_changed_by_its_id(api, r):
     assert api("GET", f"/api/v1/labels/{example}", "mod").get_json()["label"] == "spam"
 
 
+def test_two_moderators_on_one_comment_never_silently_overwrite_each_other(api, r):
+    """The console labels with a condition: a colleague's label that landed first is kept and reported (409), and
+    an undo takes back only the label it gave, never a colleague's."""
+    cid = api("POST", "/api/v1/check", "a", {"content": SPAM[2]}).get_json()["id"]
+    api.flush()
+    path = f"/api/v1/comments/{cid}/label"
+    assert api("POST", path, "mod", {"label": "spam", "expect": None}).status_code == 200  # alice, first
+    late = api("POST", path, "admin", {"label": "ham", "expect": None})  # root's page still shows it unlabelled
+    assert late.status_code == 409
+    assert error(late)["code"] == "label_changed" and error(late)["label"] == "spam"
+    assert error(late)["labelled_by"].startswith("alice") and "nothing was stored" in error(late)["message"]
+    same = api("POST", path, "admin", {"label": "spam", "expect": None})  # the same label is still someone else's
+    assert same.status_code == 409
+    detail = api("GET", f"/api/v1/labels/{cid}", "mod").get_json()
+    assert detail["label"] == "spam" and [(a["from"], a["to"]) for a in detail["audit"]] == [(None, "spam")]
+
+    # Relabel and undo on a label as it was seen.
+    assert api("POST", path, "admin", {"label": "ham", "expect": "ham"}).status_code == 409
+    assert api("POST", path, "admin", {"label": "ham", "expect": "spam"}).get_json()["previous"] == "spam"
+    refused = api("POST", f"/moderate/api/labels/{cid}/undo", "mod", {"expect": "spam"})  # alice undoes hers
+    assert refused.status_code == 409 and error(refused)["label"] == "ham"
+    assert api("GET", f"/api/v1/labels/{cid}", "mod").get_json()["label"] == "ham"  # root's label stays
+    assert api("POST", f"/moderate/api/labels/{cid}/undo", "admin", {"expect": "ham"}).get_json()["removed"] == "ham"
+    assert api("GET", "/api/v1/queue", "mod").get_json()["items"][0]["id"] == cid  # back in the queue
+
+    # A label of an expired check is conditional too; a bad condition is a 400 naming it.
+    assert api("POST", path, "mod", {"label": "spam", "expect": None}).status_code == 200
+    r.delete(rediskeys.CHECK.format(id=cid))
+    assert api("POST", path, "a", {"label": "ham", "expect": None}).status_code == 409
+    bad = api("POST", path, "mod", {"label": "ham", "expect": "maybe"})
+    assert bad.status_code == 400 and error(bad)["field"] == "expect"
+    relabel = api("POST", f"/moderate/api/labels/{cid}", "mod", {"label": "ham", "expect": "ham"})
+    assert relabel.status_code == 409 and error(relabel)["label"] == "spam"
+
+
 def test_a_label_taken_back_still_shows_its_trail_in_its_sites_scope(api, app):
     stored = api("POST", "/api/v1/labels", "mod", {"site": SITE_A, "items": [
         {"content": "Win a free phone http://x.example", "label": "spam"}]}).get_json()["labels"][0]

@@ -29,19 +29,26 @@ MAX_BATCH = 1000
 # the id out of the moderation queue. The label is stamped with Redis's clock (unless ARGV[3] gives a time), so
 # stamps follow the order labels land in whichever web process wrote them: a retrain that read every label up to
 # some stamp has read every label that landed before it, and a label landing later is newer. Returns {previous
-# label ("" when new), the stamp}; an unchanged label is a no-op that returns its stamp.
+# label ("" when new), the stamp}; an unchanged label is a no-op that returns its stamp. With a condition (ARGV[6]:
+# "-" for "not labelled yet", or the label expected now) that does not hold, nothing is written and the answer is
+# {current label or "", its stamp, "conflict", who labelled it}.
 # KEYS: label hash, audit list, overturns, idx all/site, idx all/*, idx ham/site, idx ham/*, idx spam/site,
 #       idx spam/*, then queue indices to leave.  ARGV: id, label, time ("" for Redis's clock), audit entry without
-#       "at", "from" and its closing brace, overturn (1/0), then the hash's field/value pairs.
+#       "at", "from" and its closing brace, overturn (1/0), condition ("" for none), then the hash's field/value
+#       pairs.
 _PUT = """
 local old = redis.call('HGET', KEYS[1], 'label')
+if ARGV[6] ~= '' and (old or '-') ~= ARGV[6] then
+  return {old or '', redis.call('HGET', KEYS[1], 'labelled_at') or '', 'conflict',
+          redis.call('HGET', KEYS[1], 'labelled_by') or ''}
+end
 if old == ARGV[2] then return {old, redis.call('HGET', KEYS[1], 'labelled_at')} end
 local now = ARGV[3]
 if now == '' then
   local t = redis.call('TIME')
   now = t[1] .. '.' .. string.format('%06d', tonumber(t[2]))
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 6))
+redis.call('HSET', KEYS[1], unpack(ARGV, 7))
 redis.call('HSET', KEYS[1], 'labelled_at', now)
 redis.call('HSETNX', KEYS[1], 'created_at', now)
 local id = ARGV[1]
@@ -66,10 +73,13 @@ return {old or '', now}
 # given to a check that is still stored puts that check back into the moderation queue. Returns the label taken back.
 # KEYS: label hash, audit list, overturns, idx all/site, idx all/*, idx ham/site, idx ham/*, idx spam/site,
 #       idx spam/*, then (for a check's label) the check hash, its queue indices and the queue's time index.
-# ARGV: id, audit entry without "at", "from" and its closing brace, queue rank. Stamped with Redis's clock, as puts.
+# ARGV: id, audit entry without "at", "from" and its closing brace, queue rank, the label expected now ("" for any).
+# Stamped with Redis's clock, as puts. When the expected label is not the current one, nothing changes and the
+# answer is {current label, who labelled it}.
 _REMOVE = """
 local old = redis.call('HGET', KEYS[1], 'label')
 if not old then return false end
+if ARGV[4] ~= '' and old ~= ARGV[4] then return {old, redis.call('HGET', KEYS[1], 'labelled_by') or ''} end
 redis.call('DEL', KEYS[1])
 for i = 3, 9 do redis.call('ZREM', KEYS[i], ARGV[1]) end
 local t = redis.call('TIME')
@@ -156,6 +166,20 @@ def _index(label: str, site: str) -> str:
     return rediskeys.LABELS_BY_TIME.format(label=label, site=site)
 
 
+UNLABELLED = "-"  # the condition "not labelled yet" for put(..., expect=) and remove(..., expect=)
+
+
+class LabelConflict(Exception):
+    """A conditional write found another label than it expected (a colleague's, landed meanwhile): nothing was
+    written. `current` is the label now stored (None when there is none) and `labelled_by` who gave it."""
+
+    def __init__(self, label_id: str, current: str | None, labelled_by: str, expected: str):
+        self.label_id, self.current, self.labelled_by, self.expected = label_id, current, labelled_by, expected
+        now = f"labelled {current} by {labelled_by or 'someone'}" if current else "not labelled"
+        wanted = "not labelled" if expected == UNLABELLED else f"labelled {expected}"
+        super().__init__(f"changed meanwhile: {now} (expected {wanted}); nothing was stored")
+
+
 class LabelStore:
     def __init__(self, client: redis.Redis):
         self.redis = client
@@ -163,25 +187,33 @@ class LabelStore:
         self._remove = client.register_script(_REMOVE)
         self._fetch = client.register_script(_FETCH)
 
-    def put(self, record: LabelRecord, *, keep_times: bool = False) -> LabelRecord:
-        return self.put_many([record], keep_times=keep_times)[0]
+    def put(self, record: LabelRecord, *, keep_times: bool = False, expect: str = "") -> LabelRecord:
+        """put_many of one record; with `expect` (UNLABELLED, or the label it must have now) the write happens only
+        if the stored label is still that, else LabelConflict and nothing is written."""
+        return self.put_many([record], keep_times=keep_times, expect=expect)[0]
 
-    def put_many(self, records: Sequence[LabelRecord], *, keep_times: bool = False) -> list[LabelRecord]:
+    def put_many(self, records: Sequence[LabelRecord], *, keep_times: bool = False,
+                 expect: str = "") -> list[LabelRecord]:
         """Store all records in one transaction (all or nothing); each result carries the label it replaced and
         the time Redis stamped it with (`keep_times` stores the records' own labelled_at instead: for loading
         labels whose times are known).
 
         An item whose label is unchanged is left alone (no audit entry), and its result has previous == label.
+        `expect` (see put) is for one record only.
         """
         if not records:
             return []
+        if expect and len(records) != 1:
+            raise ValueError("a conditional label write takes one record")
         pipe = self.redis.pipeline(transaction=True)
         for r in records:
-            self._put(keys=self._keys(r), args=self._args(r, keep_times), client=pipe)
+            self._put(keys=self._keys(r), args=self._args(r, keep_times, expect), client=pipe)
         answers = pipe.execute()
         out = []
-        for r, (old, stamp) in zip(records, answers):
-            old = old.decode() if isinstance(old, bytes) else old
+        for r, answer in zip(records, answers):
+            old, stamp = (v.decode() if isinstance(v, bytes) else v for v in answer[:2])
+            if len(answer) > 2:  # the condition did not hold: nothing was written
+                raise LabelConflict(r.id, old or None, answer[3].decode(), expect)
             out.append(dataclasses.replace(r, previous=old or None, labelled_at=float(stamp)))
         self._count([r for r in out if r.previous != r.label])
         return out
@@ -206,20 +238,22 @@ class LabelStore:
             keys += queue_keys(r.site, r.verdict or "unsure") + [rediskeys.QUEUE_BY_TIME]
         return keys
 
-    def _args(self, r: LabelRecord, keep_time: bool) -> list[str]:
+    def _args(self, r: LabelRecord, keep_time: bool, expect: str = "") -> list[str]:
         audit = json.dumps({"by": r.labelled_by, "to": r.label, "source": r.source})[:-1]
         fields = {"id": r.id, "site": r.site, "label": r.label,
                   "comment": json.dumps(r.comment.to_dict(), ensure_ascii=False),
                   "labelled_by": r.labelled_by, "source": r.source,
                   "check_id": r.check_id, "verdict": r.verdict, "score": "" if r.score is None else repr(r.score)}
-        args = [r.id, r.label, repr(float(r.labelled_at)) if keep_time else "", audit, "1" if r.overturn else "0"]
+        args = [r.id, r.label, repr(float(r.labelled_at)) if keep_time else "", audit, "1" if r.overturn else "0",
+                expect]
         for k, v in fields.items():
             args += [k, v]
         return args
 
-    def remove(self, label_id: str, *, by: str, source: str = "console") -> LabelRecord | None:
+    def remove(self, label_id: str, *, by: str, source: str = "console", expect: str = "") -> LabelRecord | None:
         """Take a label back (a moderator's undo): it stops being training data, the audit trail says who took it
-        back, and a check's label puts the check back in the queue. None when there was no such label."""
+        back, and a check's label puts the check back in the queue. None when there was no such label; with
+        `expect` (the label it must have now), LabelConflict when it has another and nothing changes."""
         from training.checks import uncertainty
 
         record = self.get(label_id)
@@ -234,9 +268,11 @@ class LabelStore:
         # The site too: once the label is gone, its trail is all that says whose it was (site-scoped reads).
         audit = json.dumps({"by": by, "to": None, "source": source, "site": record.site})[:-1]
         rank = uncertainty(record.score if record.score is not None else 0.5)
-        old = self._remove(keys=keys, args=[record.id, audit, repr(rank)])
+        old = self._remove(keys=keys, args=[record.id, audit, repr(rank), expect])
         if not old:
             return None
+        if isinstance(old, list):
+            raise LabelConflict(record.id, old[0].decode(), old[1].decode(), expect)
         return dataclasses.replace(record, previous=old.decode() if isinstance(old, bytes) else old)
 
     def _requeues(self, check_id: str) -> bool:

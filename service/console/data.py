@@ -5,9 +5,11 @@ from __future__ import annotations
 from flask import Blueprint, jsonify, request
 
 from service import auth, checking
+from service.api import expect_of
 from service.context import services
 from service.http import ApiError, json_object
 from training import activity, pages
+from training.labels import UNLABELLED
 from training.schema import LABELS
 
 api = Blueprint("console_api", __name__, url_prefix="/moderate/api")
@@ -91,9 +93,17 @@ def segments(content: str, highlights: list[dict]) -> list[list]:
 @api.post("/labels/<label_id>/undo")
 @auth.requires("moderator")
 def undo_label(label_id: str):
-    """Take a label back; a check's label returns the check to the queue."""
+    """Take a label back; a check's label returns the check to the queue. With {"expect": label}, only while it is
+    still that label (409 label_changed when a colleague changed it meanwhile)."""
+    body = json_object(required=False)
+    unknown = sorted(set(body) - {"expect"})
+    if unknown:
+        raise ApiError(400, "invalid", "unknown field", field=unknown[0])
+    expect = expect_of(body)
+    if expect == UNLABELLED:
+        raise ApiError(400, "invalid", 'must be "spam" or "ham": the label being taken back', field="expect")
     try:
-        removed = checking.unlabel(label_id, moderator=auth.current(), site_scope=_scope())
+        removed = checking.unlabel(label_id, moderator=auth.current(), site_scope=_scope(), expect=expect)
     except checking.NotFound:
         raise ApiError(404, "not_found", "no such label", field="id") from None
     return jsonify({"id": removed.id, "removed": removed.previous, "check_id": removed.check_id or None})
@@ -104,11 +114,12 @@ def undo_label(label_id: str):
 def relabel(label_id: str):
     """Change a past label, whether or not its check is still stored."""
     body = json_object()
-    unknown = sorted(set(body) - {"label"})
+    unknown = sorted(set(body) - {"label", "expect"})
     if unknown:
         raise ApiError(400, "invalid", "unknown field", field=unknown[0])
     try:
-        stored = checking.relabel(label_id, body.get("label"), moderator=auth.current(), site_scope=_scope())
+        stored = checking.relabel(label_id, body.get("label"), moderator=auth.current(), site_scope=_scope(),
+                                  expect=expect_of(body))
     except checking.NotFound:
         raise ApiError(404, "not_found", "no such label", field="id") from None
     return jsonify({**stored.to_dict(), "previous": stored.previous})

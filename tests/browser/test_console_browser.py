@@ -197,3 +197,37 @@ def test_sign_out_returns_to_sign_in(live, watched):
     assert page.locator("#retrain").is_disabled() and page.locator("#rollback").is_disabled()
     assert page.locator("#versions tbody tr button").first.is_disabled()
     assert "not bound to one site" in page.inner_text(".toolbar")
+
+
+def test_two_moderators_on_one_comment_keep_each_others_labels(live, watched, browser):
+    """Mo labels a comment spam; Max, whose queue was loaded before, presses ham on it: Max is told Mo's label
+    stands and nothing is overwritten; Max's undo then takes back nothing of Mo's."""
+    site_key = live.make_key("site", "blog", SITE)
+    check_id = live.check(site_key, [{"content": "Is the migration guide still current for 12.4?",
+                                      "author": "Ines"}])[0]["id"]
+    mo = watched.page
+    sign_in(mo, live.make_key("moderator", "Mo"))
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, base_url=live.url)
+    try:
+        max_page = context.new_page()
+        max_page.set_default_timeout(15000)
+        sign_in(max_page, live.make_key("moderator", "Max"))
+        for page in (mo, max_page):
+            page.wait_for_selector(f'#queue li.card.current[data-id="{check_id}"]')
+
+        mo.keyboard.press("s")
+        mo.wait_for_selector(f'#queue li.card.done[data-id="{check_id}"]')
+        max_page.keyboard.press("h")
+        card = max_page.locator(f'#queue li.card.done[data-id="{check_id}"]')
+        card.wait_for()
+        assert "labelled spam by Mo" in card.inner_text()
+        assert "already labelled it spam" in max_page.inner_text("#status")
+        assert live.services.labels.get(check_id).label == "spam"
+
+        max_page.keyboard.press("u")  # Max has nothing of his own to undo
+        mo.keyboard.press("u")
+        mo.wait_for_selector(f'#queue li.card[data-id="{check_id}"]:not(.done)')
+        assert live.services.labels.get(check_id) is None  # Mo may take back Mo's label
+        assert not watched.errors
+    finally:
+        context.close()

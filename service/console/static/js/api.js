@@ -25,8 +25,13 @@ export async function request(method, path, body) {
   const type = response.headers.get("Content-Type") || "";
   if (type.includes("application/json")) data = await response.json();
   if (response.status === 401) {
+    // The session ended (expired, signed out, its key revoked): back to sign-in, then to this page.
     window.location.assign(document.body.dataset.signin);
     throw new ApiError(401, data);
+  }
+  if (response.status === 403 && data?.error?.code === "csrf") {
+    // Signed in again in another tab: this page's token belongs to the old session.
+    throw new ApiError(403, { error: { code: "csrf", message: "the session changed in another tab; reload this page and try again" } });
   }
   if (!response.ok) throw new ApiError(response.status, data);
   return data;

@@ -1,5 +1,5 @@
 // Labelled comments: search and filter, relabel a past decision, see who decided what and when.
-import { get, paths, post } from "./api.js";
+import { ApiError, get, paths, post } from "./api.js";
 import { commentCard } from "./cards.js";
 import { explain, fillSites, keyHandler } from "./common.js";
 import { fmtTime, h, status, untrusted } from "./dom.js";
@@ -88,12 +88,20 @@ export function start(root) {
     state.busy = true;
     const before = r.item.label;
     try {
-      const stored = await post(`${paths.console}api/labels/${encodeURIComponent(r.item.id)}`, { label });
+      // Only the label as this page shows it: a colleague's change since is reported, not overwritten.
+      const stored = await post(`${paths.console}api/labels/${encodeURIComponent(r.item.id)}`,
+                                { label, expect: before });
       r.item = { ...r.item, ...(stored || {}), label };
       if (record) state.history.push({ r, before });
       status(statusEl, `Relabelled ${label}.`);
     } catch (err) {
-      status(statusEl, `Relabel not saved: ${err.message}`, true);
+      const now = err instanceof ApiError && err.status === 409 ? err.body?.error : null;
+      if (now && now.code === "label_changed") {
+        if (now.label) r.item = { ...r.item, label: now.label, labelled_by: now.labelled_by };
+        status(statusEl, `Not changed: ${now.message}.`, true);
+      } else {
+        status(statusEl, `Relabel not saved: ${err.message}`, true);
+      }
     } finally {
       state.busy = false;
       state.rows.forEach(paint);

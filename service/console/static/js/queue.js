@@ -1,5 +1,5 @@
 // The queue: unlabelled comments, most uncertain first, labelled with buttons or keys; every label can be undone.
-import { get, paths, post } from "./api.js";
+import { ApiError, get, paths, post } from "./api.js";
 import { commentCard } from "./cards.js";
 import { explain, fillSites, keyHandler } from "./common.js";
 import { h, status } from "./dom.js";
@@ -47,7 +47,7 @@ export function start(root) {
     r.card.classList.toggle("done", Boolean(r.label));
     r.card.classList.toggle("selected", Boolean(r.selected));
     r.checkbox.checked = Boolean(r.selected);
-    r.stateEl.textContent = r.label ? `labelled ${r.label}` : "";
+    r.stateEl.textContent = r.label ? `labelled ${r.label}${r.by ? ` by ${r.by}` : ""}` : "";
     r.stateEl.className = `label-state badge ${r.label || ""}`;
     r.stateEl.hidden = !r.label;
     for (const b of r.buttons) b.disabled = Boolean(r.label) || state.busy;
@@ -104,13 +104,34 @@ export function start(root) {
     }
   }
 
-  async function labelOne(r, label) {
-    const prev = r.label;
-    await post(`${paths.api}/comments/${encodeURIComponent(r.item.id)}/label`, { label });
-    r.label = label;
+  // A colleague's label that landed first (the server's 409 label_changed): shown on the card, never overwritten.
+  function changed(err) {
+    const e = err instanceof ApiError && err.status === 409 ? err.body?.error : null;
+    return e && e.code === "label_changed" ? e : null;
+  }
+
+  function showStored(r, label, by) {
+    r.label = label || null;
+    r.by = by || "";
     r.selected = false;
     paint(r);
-    return { r, prev };
+  }
+
+  async function labelOne(r, label) {
+    // Only while it is still unlabelled: a colleague may have labelled it since this page was loaded.
+    await post(`${paths.api}/comments/${encodeURIComponent(r.item.id)}/label`, { label, expect: null });
+    showStored(r, label, "");
+    return { r, prev: null, label };
+  }
+
+  // The answer was lost (a network error after the request left): ask what is stored rather than guess.
+  async function storedLabel(r) {
+    try {
+      const stored = await get(`${paths.api}/labels/${encodeURIComponent(r.item.id)}`);
+      return stored && stored.label ? stored : null;
+    } catch (err) {
+      return null;
+    }
   }
 
   async function act(targets, label) {
@@ -119,18 +140,37 @@ export function start(root) {
     state.busy = true;
     refreshControls();
     const done = [];
+    const theirs = [];
     try {
-      for (const r of targets) done.push(await labelOne(r, label));
-      status(statusEl, `Labelled ${done.length} ${label}.`);
+      for (const r of targets) {
+        try {
+          done.push(await labelOne(r, label));
+        } catch (err) {
+          const now = changed(err);
+          if (!now) throw Object.assign(err, { row: r });
+          showStored(r, now.label, now.labelled_by);
+          theirs.push(now);
+        }
+      }
+      const kept = theirs.length === 1
+        ? ` ${theirs[0].labelled_by || "A colleague"} had already labelled it ${theirs[0].label}: left as it is.`
+        : theirs.length ? ` ${theirs.length} were already labelled by colleagues: left as they are.` : "";
+      status(statusEl, (done.length ? `Labelled ${done.length} ${label}.` : "") + kept, theirs.length > 0);
     } catch (err) {
-      status(statusEl, `Label not saved: ${err.message}`, true);
+      const stored = err instanceof ApiError ? null : await storedLabel(err.row);
+      if (stored) {
+        showStored(err.row, stored.label, stored.labelled_by);
+        status(statusEl, `The answer was lost, but the label is stored: ${stored.label} by ${stored.labelled_by}.`, true);
+      } else {
+        status(statusEl, `Label not saved: ${err.message}`, true);
+      }
     } finally {
       if (done.length) state.history.push(done);
       state.busy = false;
       state.rows.forEach(paint);
       refreshControls();
     }
-    if (done.length && targets.length === 1) moveToNextOpen(state.rows.indexOf(targets[0]));
+    if (targets.length === 1 && targets[0].label) moveToNextOpen(state.rows.indexOf(targets[0]));
   }
 
   function moveToNextOpen(from) {
@@ -145,19 +185,30 @@ export function start(root) {
     state.busy = true;
     refreshControls();
     const failed = [];
-    for (const { r, prev } of [...last].reverse()) {
+    const theirs = [];
+    for (const step of [...last].reverse()) {
+      const { r, prev, label } = step;
+      const id = encodeURIComponent(r.item.id);
       try {
-        if (prev) await post(`${paths.api}/comments/${encodeURIComponent(r.item.id)}/label`, { label: prev });
-        else await post(`${paths.console}api/labels/${encodeURIComponent(r.item.id)}/undo`);
-        r.label = prev;
-        paint(r);
+        // Only the label this page gave, as it gave it: a colleague's change since is theirs to keep.
+        if (prev) await post(`${paths.api}/comments/${id}/label`, { label: prev, expect: label });
+        else await post(`${paths.console}api/labels/${id}/undo`, { expect: label });
+        showStored(r, prev, "");
       } catch (err) {
-        failed.push({ r, prev });
+        const now = changed(err);
+        if (now) {
+          showStored(r, now.label, now.labelled_by);
+          theirs.push(now);
+          continue;
+        }
+        failed.push(step);
         status(statusEl, `Undo failed: ${err.message}`, true);
       }
     }
     if (failed.length) state.history.push(failed);
-    else status(statusEl, `Undid ${last.length} label${last.length > 1 ? "s" : ""}.`);
+    else if (theirs.length) {
+      status(statusEl, `Not undone: ${theirs.map((e) => e.message).join("; ")}.`, true);
+    } else status(statusEl, `Undid ${last.length} label${last.length > 1 ? "s" : ""}.`);
     state.busy = false;
     state.rows.forEach(paint);
     refreshControls();
