@@ -268,6 +268,15 @@ def test_sites_lists_sites_and_a_scoped_moderator_sees_only_its_own(app, keys):
     client = app.test_client()
     sign_in(client, keys["moderator"])
     assert client.get("/moderate/api/sites").get_json() == {"sites": sorted([SITE, OTHER_SITE]), "scoped": False}
+    # A site with no key of its own: an unscoped token checked for it, or an admin gave it settings.
+    auth = {"Authorization": f"Bearer {keys['admin']}"}
+    odd, configured = "https://odd.example.net", "https://configured.example.net"
+    assert client.post("/api/v1/check", json={"content": "hello there", "site": odd}, headers=auth).status_code == 200
+    app.extensions["winnow"].writer.flush()
+    assert client.put("/api/v1/sites/configured.example.net/settings", json={"shadow": True},
+                      headers=auth).status_code == 200
+    assert client.get("/moderate/api/sites").get_json() == {
+        "sites": sorted([SITE, OTHER_SITE, odd, configured]), "scoped": False}
     client = app.test_client()
     sign_in(client, keys["scoped"])
     assert client.get("/moderate/api/sites").get_json() == {"sites": [OTHER_SITE], "scoped": True}

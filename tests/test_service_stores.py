@@ -375,3 +375,15 @@ def test_settings_another_process_just_wrote_are_no_index_warning(r, caplog):
         assert directory.refresh()
     assert sites.policy("https://new.example.com").shadow
     assert "missing from the site index" not in caplog.text
+
+
+def test_activity_names_every_site_it_counted_even_with_a_bar_in_its_path(r):
+    from training import activity
+
+    pipe = r.pipeline()
+    activity.count_check(pipe, site="https://a.example.com/x|y", verdict="ham", created_at=time.time())
+    activity.count_label(pipe, site="https://b.example.com", label="spam", moderator="mo", at=time.time() - 86400 * 3)
+    activity.count_check(pipe, site="https://old.example.com", verdict="ham", created_at=time.time() - 86400 * 390)
+    pipe.execute()
+    assert activity.sites_seen(r) == {"https://a.example.com/x|y", "https://b.example.com"}
+    assert activity.sites_seen(r, days=400) >= {"https://old.example.com"}

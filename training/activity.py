@@ -84,3 +84,19 @@ def daily(client: redis.Redis, *, days: int = 30, site: str | None = None, now: 
                 name = field[len(prefix):]
                 out["moderators"][name] = out["moderators"].get(name, 0) + n
     return out
+
+
+def sites_seen(client: redis.Redis, *, days: int = MAX_READ_DAYS, now: float | None = None) -> set[str]:
+    """Every site checked or labelled on one of the last `days` UTC days, as the counters name them (a site with
+    no key of its own included: an unscoped token may check for any site). One pipelined HKEYS per day."""
+    end = _dt.datetime.fromtimestamp(now if now is not None else time.time(), _dt.timezone.utc).date()
+    pipe = client.pipeline(transaction=False)
+    for i in range(max(1, min(int(days), ACTIVITY_DAYS))):
+        pipe.hkeys(rediskeys.ACTIVITY.format(day=(end - _dt.timedelta(days=i)).isoformat()))
+    found: set[str] = set()
+    for fields in pipe.execute():
+        for raw in fields:
+            kind, sep, site = raw.decode().partition(_SEP)
+            if sep and kind in ("checks", "labels") and site != ALL_SITES:
+                found.add(site.replace(" ", _SEP))  # _site wrote a site's "|" as a space
+    return found

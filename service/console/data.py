@@ -8,7 +8,7 @@ from service import auth, checking
 from service.api import expect_of
 from service.context import services
 from service.http import ApiError, json_object
-from training import activity, pages
+from training import activity, pages, rediskeys
 from training.labels import UNLABELLED
 from training.schema import LABELS
 
@@ -29,8 +29,12 @@ def sites():
     principal = auth.current()
     if principal.site:
         return jsonify({"sites": [principal.site], "scoped": True})
-    found = sorted({r.site for r in services().keys.list() if r.site})
-    return jsonify({"sites": found, "scoped": False})
+    svc = services()
+    # Sites with a key, with settings of their own, or with checks or labels in the last year: an unscoped token
+    # may check for a site that has no key.
+    found = {r.site for r in svc.keys.list() if r.site} | activity.sites_seen(svc.redis)
+    found |= {s.decode() for s in svc.redis.smembers(rediskeys.SITES_INDEX)}
+    return jsonify({"sites": sorted(found), "scoped": False})
 
 
 @api.get("/activity")

@@ -5,7 +5,10 @@ import { h, visibleText } from "./dom.js";
 
 export async function fillSites(select, wanted) {
   const data = await get(`${paths.console}api/sites`);
-  for (const site of data.sites || []) {
+  const sites = [...(data.sites || [])];
+  // A site asked for by address is kept even when nothing lists it yet: the filter applies, visibly.
+  if (!data.scoped && wanted && !sites.includes(wanted)) sites.push(wanted);
+  for (const site of sites) {
     const option = h("option", {}, visibleText(site));
     option.value = site;
     select.append(option);
@@ -13,7 +16,7 @@ export async function fillSites(select, wanted) {
   if (data.scoped) {
     select.value = data.sites[0] ?? "";
     select.disabled = true;
-  } else if (wanted && (data.sites || []).includes(wanted)) {
+  } else if (wanted) {
     select.value = wanted;
   }
 }
