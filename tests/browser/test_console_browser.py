@@ -231,3 +231,24 @@ def test_two_moderators_on_one_comment_keep_each_others_labels(live, watched, br
         assert not watched.errors
     finally:
         context.close()
+
+
+def test_labelling_the_last_loaded_card_goes_on_to_the_next_page(live, watched):
+    site_key = live.make_key("site", "blog", SITE)
+    checked = live.check(site_key, [{"content": f"Question {n}: does the guide cover version {n}.0 too?",
+                                     "author": f"reader{n}"} for n in range(51)])
+    page = watched.page
+    sign_in(page, live.make_key("moderator", "Mo"))
+    page.wait_for_selector("#queue li.card.current")
+    assert _card_count(page) == 50  # one page; the 51st waits below
+    last = page.locator("#queue li.card").nth(49)
+    last.locator(".content").click()
+    last_id = last.get_attribute("data-id")
+    page.keyboard.press("h")
+    page.wait_for_selector(f'#queue li.card.done[data-id="{last_id}"]')
+    page.wait_for_function("document.querySelectorAll('#queue li.card').length === 51")
+    current = _current(page)
+    current.wait_for()
+    assert current.get_attribute("data-id") == page.locator("#queue li.card").nth(50).get_attribute("data-id")
+    assert current.get_attribute("data-id") in {c["id"] for c in checked}
+    assert not watched.errors

@@ -75,18 +75,17 @@ export function start(root) {
 
   async function load({ append = false } = {}) {
     const seq = ++state.loadSeq;
-    if (!append) {
-      state.rows = [];
-      state.cur = -1;
-      state.cursor = null;
-      list.replaceChildren();
-    }
     status(statusEl, "Loading…");
     try {
       const data = await get(`${paths.api}/queue`, {
         site: siteSel.value, verdict: verdictSel.value, limit: PAGE, cursor: append ? state.cursor : undefined,
       });
       if (seq !== state.loadSeq) return;
+      if (!append) {  // replaced only once the new page is here: a failed reload keeps the cards on screen
+        state.rows = [];
+        state.cur = -1;
+        list.replaceChildren();
+      }
       const items = data.items || [];
       state.cursor = data.next_cursor || null;
       const firstNew = state.rows.length;
@@ -175,6 +174,11 @@ export function start(root) {
 
   function moveToNextOpen(from) {
     for (let i = from + 1; i < state.rows.length; i++) if (!row(i).label) return setCurrent(i);
+    if (state.cursor) {  // the last card of what is loaded: go on with the next page rather than back up
+      const next = state.rows.length;
+      load({ append: true }).then(() => { if (state.rows.length > next) setCurrent(next); });
+      return setCurrent(from);
+    }
     for (let i = from - 1; i >= 0; i--) if (!row(i).label) return setCurrent(i);
     return setCurrent(from);
   }
