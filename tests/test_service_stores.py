@@ -22,9 +22,9 @@ def r(service_db):
 
 
 def record(i: int, score: float = 0.7, created_at: float | None = None, **kw) -> CheckRecord:
-    return CheckRecord(id=f"c{i:04d}", site="https://s.example.com", comment=Comment(content=f"comment {i}"),
-                       verdict="unsure", answered="unsure", score=score, discard=False, model_version="v1",
-                       created_at=created_at or time.time(), **kw)
+    fields = dict(site="https://s.example.com", verdict="unsure", answered="unsure") | kw
+    return CheckRecord(id=f"c{i:04d}", comment=Comment(content=f"comment {i}"), score=score, discard=False,
+                       model_version="v1", created_at=created_at or time.time(), **fields)
 
 
 def test_write_behind_buffers_while_redis_is_down_and_drops_when_full():
@@ -138,6 +138,55 @@ def test_trim_drops_expired_checks_from_every_queue_index(r):
     assert store.trim() == 1
     assert [x.id for x in store.queue(limit=10)[0]] == ["c0002"]
     assert store.queue_size(site="https://s.example.com", verdict="unsure") == 1
+
+
+def test_trim_catches_up_in_one_go_without_scanning_the_keyspace_and_one_process_at_a_time(r, monkeypatch):
+    """A trim used to SCAN every key to find the queue indexes (seconds of Redis CPU on a big deployment, once a
+    minute from every web process) and to take 1,000 ids a minute at most."""
+    store = CheckStore(r, retention_days=1)
+    old = time.time() - 2 * 86400
+    other = dict(site="https://t.example.com", verdict="spam", answered="spam")
+    store.write([record(i, created_at=old) for i in range(1500)] + [record(2000 + i, created_at=old, **other)
+                                                                   for i in range(1000)] + [record(9999)])
+    for i in list(range(1500)) + [2000 + i for i in range(1000)]:
+        r.delete(rediskeys.CHECK.format(id=f"c{i:04d}"))  # what the key TTL does after a day
+    r.set(rediskeys.QUEUE_TRIM, "another process", ex=60)
+    assert store.trim(batch=1000) == 0  # another process is trimming
+    r.delete(rediskeys.QUEUE_TRIM)
+    scans = []
+    monkeypatch.setattr(r, "scan_iter", lambda *a, **k: scans.append(k) or iter(()))
+    r.set(rediskeys.QUEUE_INDEXED, "1")
+    assert store.trim(batch=1000) == 2500 and not scans
+    assert [x.id for x in store.queue(limit=10)[0]] == ["c9999"]
+    assert store.queue_size() == 1 and store.queue_size(site="https://t.example.com", verdict="spam") == 0
+    assert not r.exists(rediskeys.QUEUE_TRIM)  # released for the next one
+
+
+def test_queue_indexes_written_before_their_set_are_found_once(r):
+    store = CheckStore(r, retention_days=1)
+    store.write([record(1, created_at=time.time() - 2 * 86400), record(2)])
+    r.delete(rediskeys.QUEUE_INDEXES, rediskeys.CHECK.format(id="c0001"))  # as an older deployment left them
+    assert store.trim() == 1
+    assert store.queue_size(site="https://s.example.com", verdict="unsure") == 1
+    assert r.exists(rediskeys.QUEUE_INDEXED) and r.scard(rediskeys.QUEUE_INDEXES) == 4
+
+
+def test_a_queue_read_drops_expired_ids_for_a_bounded_time_then_answers_a_short_page(r, monkeypatch):
+    from training import checks
+
+    store = CheckStore(r)
+    store.write([record(i, score=0.5) for i in range(30)] + [record(100 + i, score=0.9) for i in range(3)])
+    for i in range(30):
+        r.delete(rediskeys.CHECK.format(id=f"c{i:04d}"))  # expired, not trimmed yet
+    monkeypatch.setattr(checks, "QUEUE_READ_SECONDS", 0.0)
+    items, cursor = store.queue(limit=5)
+    assert items == [] and cursor is not None  # one round of dropping, then a short page with where to go on
+    seen = []
+    while cursor is not None:
+        items, cursor = store.queue(limit=5, cursor=cursor)
+        seen += [x.id for x in items]
+    assert seen == ["c0100", "c0101", "c0102"]
+    assert store.queue_size() == 3  # everything expired was dropped on the way
 
 
 def test_queue_skips_ids_whose_check_expired(r):

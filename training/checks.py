@@ -10,6 +10,7 @@ import collections
 import dataclasses
 import json
 import logging
+import secrets
 import threading
 import time
 from typing import Any, Callable, Iterable
@@ -115,21 +116,20 @@ def uncertainty(score: float) -> float:
 
 assert rediskeys.CHECK.endswith("{id}")
 _CHECK_KEY_PREFIX = rediskeys.CHECK[: -len("{id}")]
+QUEUE_READ_SECONDS = 0.5  # at most this long dropping expired ids in one queue read; then a short page
+TRIM_SECONDS = 1.0  # one trim's time budget
+TRIM_EVERY = 60.0  # seconds between one web process's trims (the first to ask each time does it; the others skip)
+
+# Releases the trim lock only while it is still this process's (its TTL may have passed and another taken it).
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
 
 
 def queue_keys(site: str, verdict: str) -> list[str]:
     """Every queue index a check of this site and verdict sits in (per site and across sites)."""
     return [rediskeys.QUEUE.format(verdict=v, site=s) for s in (site, ALL_SITES) for v in ("all", verdict)]
-
-
-def enqueue(pipe, record: CheckRecord) -> None:
-    """Put a check in the moderation queue (inside the caller's pipeline) unless it is a test or trusted check."""
-    if not record.queued:
-        return
-    rank = uncertainty(record.score)
-    for qkey in queue_keys(record.site, record.verdict):
-        pipe.zadd(qkey, {record.id: rank})
-    pipe.zadd(rediskeys.QUEUE_BY_TIME, {record.id: record.created_at})
 
 
 # Store a batch of checks. KEYS: the checks' hashes. ARGV: retention seconds, then per check its created_at and its
@@ -184,6 +184,7 @@ class CheckStore:
         self.retention_seconds = max(1, int(retention_days * 86400))
         self._put = client.register_script(_PUT)
         self._drop_expired = client.register_script(_DROP_EXPIRED)
+        self._release_trim = client.register_script(_RELEASE)
 
     def write(self, records: Iterable[CheckRecord]) -> int:
         """Store records in one round trip; the key TTL is what enforces retention.
@@ -235,6 +236,8 @@ class CheckStore:
         def enqueue(target) -> None:
             for qkey, members in indices.items():
                 target.execute_command("ZADD", qkey, *members)
+            if indices:  # named for the trim, which cannot learn an expired check's site and verdict
+                target.execute_command("SADD", rediskeys.QUEUE_INDEXES, *indices)
             if by_time:
                 target.execute_command("ZADD", rediskeys.QUEUE_BY_TIME, *by_time)
 
@@ -263,9 +266,13 @@ class CheckStore:
 
     def queue(self, *, site: str | None = None, verdict: str | None = None, limit: int = 50,
               cursor: str | None = None) -> tuple[list[CheckRecord], str | None]:
-        """Unlabelled checks, most uncertain first; ids whose check expired are dropped from the queue on the way."""
+        """Unlabelled checks, most uncertain first; ids whose check expired are dropped from the queue on the way.
+
+        Expired ids the trim has not reached yet are dropped here, for at most QUEUE_READ_SECONDS: past that the
+        page comes back short, with the cursor to go on from (the next read starts after what was dropped)."""
         key = rediskeys.QUEUE.format(verdict=verdict or "all", site=site or ALL_SITES)
         out: list[CheckRecord] = []
+        deadline = time.monotonic() + QUEUE_READ_SECONDS
         while True:
             rows, next_cursor = pages.page(self.redis, key, limit=limit - len(out), cursor=cursor)
             pipe = self.redis.pipeline(transaction=False)
@@ -280,28 +287,53 @@ class CheckStore:
             if expired:
                 # Only those still without a hash: one being written right now is not expired.
                 self._drop_expired(keys=[key], args=[_CHECK_KEY_PREFIX, *expired])
-            if not expired or next_cursor is None or len(out) >= limit:
+            if not expired or next_cursor is None or len(out) >= limit or time.monotonic() > deadline:
                 return out, next_cursor
             cursor = next_cursor
 
     def queue_size(self, *, site: str | None = None, verdict: str | None = None) -> int:
         return self.redis.zcard(rediskeys.QUEUE.format(verdict=verdict or "all", site=site or ALL_SITES))
 
-    def trim(self, now: float | None = None, batch: int = 1000) -> int:
-        """Remove ids of checks past retention from every queue index; returns how many."""
-        cutoff = (now or time.time()) - self.retention_seconds
-        ids = [m.decode() for m in self.redis.zrangebyscore(rediskeys.QUEUE_BY_TIME, "-inf", cutoff, 0, batch)]
-        if not ids:
+    def trim(self, now: float | None = None, batch: int = 1000, seconds: float = TRIM_SECONDS) -> int:
+        """Remove ids of checks past retention from every queue index, a batch at a time until none is left or
+        `seconds` have passed; returns how many. One process at a time does it (a lock in Redis): the others skip.
+
+        The check hashes are gone (same TTL), so an expired id's site and verdict are unknown: each batch leaves
+        every queue index, named in QUEUE_INDEXES (the keyspace is scanned only once per deployment, to name the
+        indexes written before that set existed). A batch costs one ZREM per index: sites × 4 + 4 of them."""
+        token = secrets.token_hex(8)
+        if not self.redis.set(rediskeys.QUEUE_TRIM, token, nx=True, ex=max(5, int(seconds * 4))):
             return 0
-        # The check hashes are gone (same TTL), so their site and verdict are unknown: sweep every index.
-        qkeys = [k.decode() for k in self.redis.scan_iter(match=rediskeys.QUEUE.format(verdict="*", site="*"),
-                                                           count=500)]
-        pipe = self.redis.pipeline(transaction=False)
-        for qkey in qkeys:
-            pipe.zrem(qkey, *ids)
-        pipe.zrem(rediskeys.QUEUE_BY_TIME, *ids)
-        pipe.execute()
-        return len(ids)
+        try:
+            qkeys = self._queue_indexes()
+            removed = 0
+            deadline = time.monotonic() + seconds
+            cutoff = (now or time.time()) - self.retention_seconds
+            while True:
+                ids = self.redis.zrangebyscore(rediskeys.QUEUE_BY_TIME, "-inf", cutoff, 0, batch)
+                if not ids:
+                    return removed
+                pipe = self.redis.pipeline(transaction=False)
+                for qkey in qkeys:
+                    pipe.zrem(qkey, *ids)
+                pipe.zrem(rediskeys.QUEUE_BY_TIME, *ids)
+                pipe.execute()
+                removed += len(ids)
+                if len(ids) < batch or time.monotonic() > deadline:
+                    return removed
+        finally:
+            self._release_trim(keys=[rediskeys.QUEUE_TRIM], args=[token])
+
+    def _queue_indexes(self) -> list[bytes]:
+        if not self.redis.exists(rediskeys.QUEUE_INDEXED):
+            # Queue indexes written before QUEUE_INDEXES existed: found once per deployment.
+            found = list(self.redis.scan_iter(match=rediskeys.QUEUE.format(verdict="*", site="*"), count=1000))
+            pipe = self.redis.pipeline(transaction=True)
+            if found:
+                pipe.sadd(rediskeys.QUEUE_INDEXES, *found)
+            pipe.set(rediskeys.QUEUE_INDEXED, "1")
+            pipe.execute()
+        return sorted(self.redis.smembers(rediskeys.QUEUE_INDEXES))
 
 
 # How often a web process writes its buffered checks. Each write is one pipeline (and, with appendfsync always, one
@@ -390,6 +422,18 @@ class WriteBehind:
             self._pending.clear()
         self._stopping = False
 
+    def _trim_now_and_then(self, last: float) -> float:
+        """Take expired checks out of the queue about once a minute (the first process to ask does it); returns
+        when it last tried."""
+        now = time.monotonic()
+        if now - last < TRIM_EVERY:
+            return last
+        try:
+            self.store.trim()
+        except redis.RedisError:
+            pass
+        return now
+
     def _run(self) -> None:
         backoff = 0.0
         last_trim = 0.0
@@ -402,6 +446,7 @@ class WriteBehind:
                 batch = [self._buffer.popleft() for _ in range(min(self.batch_size, len(self._buffer)))]
             self.on_size(self.size())
             if not batch:
+                last_trim = self._trim_now_and_then(last_trim)  # idle too: checks expire all the same
                 continue
             try:
                 self.store.write(batch)
@@ -428,10 +473,4 @@ class WriteBehind:
                         del self._pending[r.id]
                 self._cond.notify_all()
             self.on_size(self.size())
-            now = time.monotonic()
-            if now - last_trim > 60:
-                last_trim = now
-                try:
-                    self.store.trim()
-                except redis.RedisError:
-                    pass
+            last_trim = self._trim_now_and_then(last_trim)

@@ -21,6 +21,9 @@ CHECK = PREFIX + "check:{id}"                 # hash: the comment, verdict, scor
 # {verdict} is all|ham|unsure|spam and {site} a site URL or "*" for every site (never a URL, so never ambiguous)
 QUEUE = PREFIX + "queue:{verdict}:{site}"     # zset: unlabelled check ids by |score - 0.5|
 QUEUE_BY_TIME = PREFIX + "queue-time"         # zset: queued check ids by check time, to trim expired ones
+QUEUE_INDEXES = PREFIX + "queue-indexes"      # set: the name of every QUEUE zset, so the trim never scans keys
+QUEUE_INDEXED = PREFIX + "queue-indexes:complete"  # string: set once QUEUE_INDEXES names every QUEUE zset
+QUEUE_TRIM = PREFIX + "queue-trim"            # string with a TTL: one process trims expired ids at a time
 
 # Labels and their audit trail
 # Label ids are global (a labelled check keeps its check id), so the site lives in the hash, not the key name.
