@@ -11,7 +11,7 @@ import math
 from typing import Any, Callable, Iterator
 
 import orjson
-from flask import Blueprint, Flask, Response, jsonify, request, stream_with_context
+from flask import Blueprint, Flask, Response, g, jsonify, request, stream_with_context
 
 from service import checking
 from service.auth import current, requires, site_scope
@@ -74,24 +74,36 @@ def get_check(check_id: str) -> Response:
 @requires("site", "moderator")
 def label_check(check_id: str) -> Response:
     body = json_object()
-    _only(body, {"label", "expect"})
+    _only(body, {"label", "expect", "expect_at"})
     label = parse_label(body.get("label"))
+    expect, expect_at = condition_of(body)
     stored = checking.label_check(check_id, label, moderator=current(), site_scope=site_scope(current()),
-                                  expect=expect_of(body))
+                                  expect=expect, expect_at=expect_at)
     return jsonify(_label_ack(stored))
 
 
-def expect_of(body: dict[str, Any]) -> str:
-    """The optional condition of a label write: absent for none, null for "not labelled yet", or the label the
-    comment must have now (a moderator's view of it), so two moderators never silently overwrite each other."""
+def condition_of(body: dict[str, Any]) -> tuple[str, float | None]:
+    """The optional condition of a label write, so two moderators never silently overwrite each other: `expect`
+    absent for none, null for "not labelled yet", or the label the comment must have now (the one the moderator
+    saw); `expect_at`, with a label, the labelled_at it must still carry (a label changed and changed back
+    meanwhile is someone else's)."""
     if "expect" not in body:
-        return ""
+        if "expect_at" in body:
+            raise ValidationError("expect_at", "goes with expect, the label it stamps")
+        return "", None
     value = body["expect"]
     if value is None:
-        return UNLABELLED
-    if value not in LABELS:
+        expect = UNLABELLED
+    elif value in LABELS:
+        expect = value
+    else:
         raise ValidationError("expect", 'must be null (not labelled yet), "spam" or "ham"')
-    return value
+    at = body.get("expect_at")
+    if at is None:
+        return expect, None
+    if expect == UNLABELLED or type(at) not in (int, float) or not math.isfinite(at):
+        raise ValidationError("expect_at", "must be the labelled_at (a number) of the expected label")
+    return expect, float(at)
 
 
 # Labels of comments never checked are training data for the model every site shares: moderators only. A site
@@ -299,9 +311,14 @@ def _domain_error(status: int, code: str, message: str | None, field: str | None
 
 
 def _label_changed(exc: LabelConflict) -> Response:
-    """409 for a conditional label write that found another label: what is stored now, and who gave it."""
+    """409 for a conditional label write that found another label: what is stored now, and who gave it (who, only
+    to moderators: a site key never learns moderators' names)."""
+    principal = g.get("principal")
+    by = exc.labelled_by or None if principal is not None and principal.role != "site" else None
+    if by is None:
+        exc = LabelConflict(exc.label_id, exc.current, "", exc.expected)
     response = jsonify({"error": {"code": "label_changed", "message": str(exc), "field": "expect",
-                                  "label": exc.current, "labelled_by": exc.labelled_by or None}})
+                                  "label": exc.current, "labelled_by": by}})
     response.status_code = 409
     return response
 

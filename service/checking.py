@@ -171,19 +171,19 @@ def get_check(check_id: str, *, site_scope: str | None) -> CheckRecord:
 
 
 def label_check(check_id: str, label: str, *, moderator: KeyRecord | str, site_scope: str | None,
-                source: str = "api", expect: str = "") -> LabelRecord:
+                source: str = "api", expect: str = "", expect_at: float | None = None) -> LabelRecord:
     """Label a stored check by id (relabel allowed, audited); returns the stored label once Redis has it.
 
     Checks expire after the retention period and their labels do not: a check that is gone but was labelled can
     still be relabelled by its id. With `expect` (labels.UNLABELLED, or the label the check must have now) the label
-    is stored only if that still holds, else LabelConflict: two moderators on one comment never silently
-    overwrite each other."""
+    is stored only if that still holds (with `expect_at`, only while that label still carries the labelled_at the
+    caller saw), else LabelConflict: two moderators on one comment never silently overwrite each other."""
     label = parse_label(label)
     try:
         record = get_check(check_id, site_scope=site_scope)
     except NotFound:
         return relabel(check_id, label, moderator=moderator, site_scope=site_scope, source=source, of_check=True,
-                       expect=expect)
+                       expect=expect, expect_at=expect_at)
     if record.is_test:
         raise NotTrainable(check_id)
     svc = services()
@@ -191,7 +191,8 @@ def label_check(check_id: str, label: str, *, moderator: KeyRecord | str, site_s
         # The check itself must be in Redis first, or a later flush would put it back in the queue.
         if not svc.writer.flush(timeout=2.0):
             raise StoreUnavailable("the check is not stored yet")
-    return _store([label_store.for_check(record, label, by=_who(moderator), source=source)], expect=expect)[0]
+    return _store([label_store.for_check(record, label, by=_who(moderator), source=source)], expect=expect,
+                  expect_at=expect_at)[0]
 
 
 def label_new(comment: Comment, label: str, *, moderator: KeyRecord | str, site: str,
@@ -222,7 +223,8 @@ def label_new_many(items: Sequence[tuple[str, Comment, str]], *, moderator: KeyR
 
 
 def relabel(label_id: str, label: str, *, moderator: KeyRecord | str, site_scope: str | None,
-            source: str = "console", of_check: bool = False, expect: str = "") -> LabelRecord:
+            source: str = "console", of_check: bool = False, expect: str = "",
+            expect_at: float | None = None) -> LabelRecord:
     """Change a stored label by its id, whether or not its check is still kept (checks expire, labels do not).
     With `of_check`, only the label of a check (feedback on a check by its id may change that, and not an example
     a moderator added with its content). `expect` as for label_check."""
@@ -232,15 +234,16 @@ def relabel(label_id: str, label: str, *, moderator: KeyRecord | str, site_scope
         raise NotFound(label_id)
     changed = dataclasses.replace(record, label=label, labelled_at=time.time(), labelled_by=_who(moderator),
                                   source=source)
-    return _store([changed], expect=expect)[0]
+    return _store([changed], expect=expect, expect_at=expect_at)[0]
 
 
-def unlabel(label_id: str, *, moderator: KeyRecord | str, site_scope: str | None, expect: str = "") -> LabelRecord:
+def unlabel(label_id: str, *, moderator: KeyRecord | str, site_scope: str | None, expect: str = "",
+            expect_at: float | None = None) -> LabelRecord:
     """Take a label back (undo): no longer training data, audited, and a check's label requeues the check. With
     `expect`, only while the label is still that one (LabelConflict otherwise)."""
     _label_in_scope(label_id, site_scope)
     try:
-        removed = services().labels.remove(label_id, by=_who(moderator), expect=expect)
+        removed = services().labels.remove(label_id, by=_who(moderator), expect=expect, expect_at=expect_at)
     except redis.RedisError as exc:
         raise StoreUnavailable(str(exc)) from exc
     if removed is None:
@@ -266,10 +269,10 @@ def queue(*, site_scope: str | None, verdict: str | None = None, cursor: str | N
         raise StoreUnavailable(str(exc)) from exc
 
 
-def _store(records: list[LabelRecord], expect: str = "") -> list[LabelRecord]:
+def _store(records: list[LabelRecord], expect: str = "", expect_at: float | None = None) -> list[LabelRecord]:
     svc = services()
     try:
-        stored = svc.labels.put_many(records, expect=expect)
+        stored = svc.labels.put_many(records, expect=expect, expect_at=expect_at)
     except redis.RedisError as exc:
         raise StoreUnavailable(str(exc)) from exc
     label_store.after_labels(svc.redis, svc.settings, stored)

@@ -115,7 +115,9 @@ _SCHEMAS: dict[str, dict] = {
                                     "expect": {"type": ["string", "null"], "enum": ["spam", "ham", None],
                                                "description": "Store the label only if the comment is, now, "
                                                "unlabelled (null) or labelled this; else 409 label_changed "
-                                               "naming the label stored and who gave it."}}},
+                                               "naming the label stored and who gave it."},
+                                    "expect_at": {"type": "number", "description": "With a label in `expect`: "
+                                                  "the labelled_at that label must still carry."}}},
     "LabelAck": {"type": "object", "properties": {
         "id": {"type": "string"}, "site": {"type": "string"}, "label": {"type": "string", "enum": ["spam", "ham"]},
         "previous": {"type": ["string", "null"], "description": "The label this one replaced, if any."},

@@ -315,6 +315,26 @@ def test_two_moderators_on_one_comment_never_silently_overwrite_each_other(api, 
     assert api("POST", f"/moderate/api/labels/{cid}/undo", "admin", {"expect": "ham"}).get_json()["removed"] == "ham"
     assert api("GET", "/api/v1/queue", "mod").get_json()["items"][0]["id"] == cid  # back in the queue
 
+    # A label changed and changed back meanwhile is someone else's: the stamp the caller saw tells them apart.
+    mine = api("POST", path, "mod", {"label": "spam", "expect": None}).get_json()  # alice, from the queue
+    assert api("POST", f"/moderate/api/labels/{cid}", "admin", {"label": "ham", "expect": "spam"}).status_code == 200
+    assert api("POST", f"/moderate/api/labels/{cid}", "admin", {"label": "spam", "expect": "ham"}).status_code == 200
+    aba = api("POST", f"/moderate/api/labels/{cid}/undo", "mod", {"expect": "spam", "expect_at": mine["labelled_at"]})
+    assert aba.status_code == 409 and error(aba)["label"] == "spam" and error(aba)["labelled_by"].startswith("root")
+    assert "the spam label it had when it was read" in error(aba)["message"]
+    now = api("GET", f"/api/v1/labels/{cid}", "mod").get_json()
+    assert now["label"] == "spam"  # root's, kept
+    undone = api("POST", f"/moderate/api/labels/{cid}/undo", "admin", {"expect": "spam",
+                                                                          "expect_at": now["labelled_at"]})
+    assert undone.status_code == 200
+    # A site key learns what is stored, never a moderator's name.
+    assert api("POST", path, "mod", {"label": "ham", "expect": None}).status_code == 200
+    site = api("POST", path, "a", {"label": "spam", "expect": None})
+    assert site.status_code == 409 and error(site)["labelled_by"] is None and "alice" not in error(site)["message"]
+    wrong = api("POST", path, "mod", {"label": "spam", "expect_at": 1.5})
+    assert wrong.status_code == 400 and error(wrong)["field"] == "expect_at"
+    api("POST", f"/moderate/api/labels/{cid}/undo", "admin", {"expect": "ham"})
+
     # A label of an expired check is conditional too; a bad condition is a 400 naming it.
     assert api("POST", path, "mod", {"label": "spam", "expect": None}).status_code == 200
     r.delete(rediskeys.CHECK.format(id=cid))

@@ -171,6 +171,27 @@ def test_queue_indexes_written_before_their_set_are_found_once(r):
     assert r.exists(rediskeys.QUEUE_INDEXED) and r.scard(rediskeys.QUEUE_INDEXES) == 4
 
 
+def test_a_check_requeued_by_an_undo_names_its_queue_indexes_for_the_trim(r):
+    """An undo puts a check back into queue indexes that may have been deleted (emptied) since the trim learnt
+    their names: it names them again, or the trim would leave the id there for good once the check expired."""
+    from training import labels as label_store
+    from training.labels import LabelStore
+
+    store = CheckStore(r, retention_days=1)
+    check = record(1, created_at=time.time() - 2 * 86400, site="https://u.example.com", verdict="spam",
+                   answered="spam")
+    store.write([check])
+    labels = LabelStore(r)
+    labels.put(label_store.for_check(check, "spam", by="mo"))  # the queue indexes empty, so Redis deletes them
+    r.delete(rediskeys.QUEUE_INDEXES)
+    r.set(rediskeys.QUEUE_INDEXED, "1")
+    assert labels.remove(check.id, by="mo") is not None  # back in the queue
+    assert r.sismember(rediskeys.QUEUE_INDEXES, rediskeys.QUEUE.format(verdict="spam", site="https://u.example.com"))
+    r.delete(rediskeys.CHECK.format(id=check.id))  # expires
+    assert store.trim() == 1
+    assert store.queue_size(site="https://u.example.com") == 0 and store.queue_size() == 0
+
+
 def test_a_queue_read_drops_expired_ids_for_a_bounded_time_then_answers_a_short_page(r, monkeypatch):
     from training import checks
 

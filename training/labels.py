@@ -29,18 +29,21 @@ MAX_BATCH = 1000
 # the id out of the moderation queue. The label is stamped with Redis's clock (unless ARGV[3] gives a time), so
 # stamps follow the order labels land in whichever web process wrote them: a retrain that read every label up to
 # some stamp has read every label that landed before it, and a label landing later is newer. Returns {previous
-# label ("" when new), the stamp}; an unchanged label is a no-op that returns its stamp. With a condition (ARGV[6]:
-# "-" for "not labelled yet", or the label expected now) that does not hold, nothing is written and the answer is
+# label ("" when new), the stamp}; an unchanged label is a no-op that returns its stamp. With a condition that does
+# not hold (ARGV[6]: "-" for "not labelled yet", or the label expected now; ARGV[7]: the stamp that label must
+# still carry, so a label changed and changed back meanwhile is told apart), nothing is written and the answer is
 # {current label or "", its stamp, "conflict", who labelled it}.
 # KEYS: label hash, audit list, overturns, idx all/site, idx all/*, idx ham/site, idx ham/*, idx spam/site,
 #       idx spam/*, then queue indices to leave.  ARGV: id, label, time ("" for Redis's clock), audit entry without
-#       "at", "from" and its closing brace, overturn (1/0), condition ("" for none), then the hash's field/value
-#       pairs.
+#       "at", "from" and its closing brace, overturn (1/0), condition label and stamp ("" for none), then the
+#       hash's field/value pairs.
 _PUT = """
 local old = redis.call('HGET', KEYS[1], 'label')
-if ARGV[6] ~= '' and (old or '-') ~= ARGV[6] then
-  return {old or '', redis.call('HGET', KEYS[1], 'labelled_at') or '', 'conflict',
-          redis.call('HGET', KEYS[1], 'labelled_by') or ''}
+if ARGV[6] ~= '' then
+  local stamp = redis.call('HGET', KEYS[1], 'labelled_at')
+  if (old or '-') ~= ARGV[6] or (ARGV[7] ~= '' and tonumber(stamp) ~= tonumber(ARGV[7])) then
+    return {old or '', stamp or '', 'conflict', redis.call('HGET', KEYS[1], 'labelled_by') or ''}
+  end
 end
 if old == ARGV[2] then return {old, redis.call('HGET', KEYS[1], 'labelled_at')} end
 local now = ARGV[3]
@@ -48,7 +51,7 @@ if now == '' then
   local t = redis.call('TIME')
   now = t[1] .. '.' .. string.format('%06d', tonumber(t[2]))
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 7))
+redis.call('HSET', KEYS[1], unpack(ARGV, 8))
 redis.call('HSET', KEYS[1], 'labelled_at', now)
 redis.call('HSETNX', KEYS[1], 'created_at', now)
 local id = ARGV[1]
@@ -72,14 +75,18 @@ return {old or '', now}
 # Atomic undo of a label: the hash and its index entries go, the audit trail gets a "to": null entry, and a label
 # given to a check that is still stored puts that check back into the moderation queue. Returns the label taken back.
 # KEYS: label hash, audit list, overturns, idx all/site, idx all/*, idx ham/site, idx ham/*, idx spam/site,
-#       idx spam/*, then (for a check's label) the check hash, its queue indices and the queue's time index.
-# ARGV: id, audit entry without "at", "from" and its closing brace, queue rank, the label expected now ("" for any).
-# Stamped with Redis's clock, as puts. When the expected label is not the current one, nothing changes and the
-# answer is {current label, who labelled it}.
+#       idx spam/*, then (for a check's label) the check hash, the set naming the queue indices, the check's queue
+#       indices and the queue's time index.
+# ARGV: id, audit entry without "at", "from" and its closing brace, queue rank, the label expected now and the
+# stamp it must carry ("" for any). Stamped with Redis's clock, as puts. When the condition does not hold, nothing
+# changes and the answer is {current label, who labelled it}.
 _REMOVE = """
 local old = redis.call('HGET', KEYS[1], 'label')
 if not old then return false end
-if ARGV[4] ~= '' and old ~= ARGV[4] then return {old, redis.call('HGET', KEYS[1], 'labelled_by') or ''} end
+if ARGV[4] ~= '' and (old ~= ARGV[4] or (ARGV[5] ~= '' and
+    tonumber(redis.call('HGET', KEYS[1], 'labelled_at')) ~= tonumber(ARGV[5]))) then
+  return {old, redis.call('HGET', KEYS[1], 'labelled_by') or ''}
+end
 redis.call('DEL', KEYS[1])
 for i = 3, 9 do redis.call('ZREM', KEYS[i], ARGV[1]) end
 local t = redis.call('TIME')
@@ -88,7 +95,10 @@ redis.call('RPUSH', KEYS[2], ARGV[2] .. ',"at":' .. now .. ',"from":"' .. old ..
 if #KEYS > 10 then
   local created = redis.call('HGET', KEYS[10], 'created_at')
   if created then
-    for i = 11, #KEYS - 1 do redis.call('ZADD', KEYS[i], ARGV[3], ARGV[1]) end
+    for i = 12, #KEYS - 1 do
+      redis.call('ZADD', KEYS[i], ARGV[3], ARGV[1])
+      redis.call('SADD', KEYS[11], KEYS[i])
+    end
     redis.call('ZADD', KEYS[#KEYS], created, ARGV[1])
   end
 end
@@ -176,7 +186,8 @@ class LabelConflict(Exception):
     def __init__(self, label_id: str, current: str | None, labelled_by: str, expected: str):
         self.label_id, self.current, self.labelled_by, self.expected = label_id, current, labelled_by, expected
         now = f"labelled {current} by {labelled_by or 'someone'}" if current else "not labelled"
-        wanted = "not labelled" if expected == UNLABELLED else f"labelled {expected}"
+        wanted = ("not labelled" if expected == UNLABELLED else f"labelled {expected}" if current != expected
+                  else f"the {expected} label it had when it was read")
         super().__init__(f"changed meanwhile: {now} (expected {wanted}); nothing was stored")
 
 
@@ -187,13 +198,15 @@ class LabelStore:
         self._remove = client.register_script(_REMOVE)
         self._fetch = client.register_script(_FETCH)
 
-    def put(self, record: LabelRecord, *, keep_times: bool = False, expect: str = "") -> LabelRecord:
-        """put_many of one record; with `expect` (UNLABELLED, or the label it must have now) the write happens only
-        if the stored label is still that, else LabelConflict and nothing is written."""
-        return self.put_many([record], keep_times=keep_times, expect=expect)[0]
+    def put(self, record: LabelRecord, *, keep_times: bool = False, expect: str = "",
+            expect_at: float | None = None) -> LabelRecord:
+        """put_many of one record; with `expect` (UNLABELLED, or the label it must have now, and with `expect_at`
+        the labelled_at that label must still carry) the write happens only if that still holds, else
+        LabelConflict and nothing is written."""
+        return self.put_many([record], keep_times=keep_times, expect=expect, expect_at=expect_at)[0]
 
-    def put_many(self, records: Sequence[LabelRecord], *, keep_times: bool = False,
-                 expect: str = "") -> list[LabelRecord]:
+    def put_many(self, records: Sequence[LabelRecord], *, keep_times: bool = False, expect: str = "",
+                 expect_at: float | None = None) -> list[LabelRecord]:
         """Store all records in one transaction (all or nothing); each result carries the label it replaced and
         the time Redis stamped it with (`keep_times` stores the records' own labelled_at instead: for loading
         labels whose times are known).
@@ -207,7 +220,7 @@ class LabelStore:
             raise ValueError("a conditional label write takes one record")
         pipe = self.redis.pipeline(transaction=True)
         for r in records:
-            self._put(keys=self._keys(r), args=self._args(r, keep_times, expect), client=pipe)
+            self._put(keys=self._keys(r), args=self._args(r, keep_times, expect, expect_at), client=pipe)
         answers = pipe.execute()
         out = []
         for r, answer in zip(records, answers):
@@ -238,19 +251,20 @@ class LabelStore:
             keys += queue_keys(r.site, r.verdict or "unsure") + [rediskeys.QUEUE_BY_TIME]
         return keys
 
-    def _args(self, r: LabelRecord, keep_time: bool, expect: str = "") -> list[str]:
+    def _args(self, r: LabelRecord, keep_time: bool, expect: str = "", expect_at: float | None = None) -> list[str]:
         audit = json.dumps({"by": r.labelled_by, "to": r.label, "source": r.source})[:-1]
         fields = {"id": r.id, "site": r.site, "label": r.label,
                   "comment": json.dumps(r.comment.to_dict(), ensure_ascii=False),
                   "labelled_by": r.labelled_by, "source": r.source,
                   "check_id": r.check_id, "verdict": r.verdict, "score": "" if r.score is None else repr(r.score)}
         args = [r.id, r.label, repr(float(r.labelled_at)) if keep_time else "", audit, "1" if r.overturn else "0",
-                expect]
+                expect, "" if expect_at is None or not expect else repr(float(expect_at))]
         for k, v in fields.items():
             args += [k, v]
         return args
 
-    def remove(self, label_id: str, *, by: str, source: str = "console", expect: str = "") -> LabelRecord | None:
+    def remove(self, label_id: str, *, by: str, source: str = "console", expect: str = "",
+               expect_at: float | None = None) -> LabelRecord | None:
         """Take a label back (a moderator's undo): it stops being training data, the audit trail says who took it
         back, and a check's label puts the check back in the queue. None when there was no such label; with
         `expect` (the label it must have now), LabelConflict when it has another and nothing changes."""
@@ -263,12 +277,13 @@ class LabelStore:
         for label in ("all", "ham", "spam"):
             keys += [_index(label, record.site), _index(label, ALL_SITES)]
         if record.check_id and self._requeues(record.check_id):
-            keys += [rediskeys.CHECK.format(id=record.check_id)]
+            keys += [rediskeys.CHECK.format(id=record.check_id), rediskeys.QUEUE_INDEXES]
             keys += queue_keys(record.site, record.verdict or "unsure") + [rediskeys.QUEUE_BY_TIME]
         # The site too: once the label is gone, its trail is all that says whose it was (site-scoped reads).
         audit = json.dumps({"by": by, "to": None, "source": source, "site": record.site})[:-1]
         rank = uncertainty(record.score if record.score is not None else 0.5)
-        old = self._remove(keys=keys, args=[record.id, audit, repr(rank), expect])
+        stamp = "" if expect_at is None or not expect else repr(float(expect_at))
+        old = self._remove(keys=keys, args=[record.id, audit, repr(rank), expect, stamp])
         if not old:
             return None
         if isinstance(old, list):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, jsonify, request
 
 from service import auth, checking
-from service.api import expect_of
+from service.api import condition_of
 from service.context import services
 from service.http import ApiError, json_object
 from training import activity, pages, rediskeys
@@ -100,14 +100,15 @@ def undo_label(label_id: str):
     """Take a label back; a check's label returns the check to the queue. With {"expect": label}, only while it is
     still that label (409 label_changed when a colleague changed it meanwhile)."""
     body = json_object(required=False)
-    unknown = sorted(set(body) - {"expect"})
+    unknown = sorted(set(body) - {"expect", "expect_at"})
     if unknown:
         raise ApiError(400, "invalid", "unknown field", field=unknown[0])
-    expect = expect_of(body)
+    expect, expect_at = condition_of(body)
     if expect == UNLABELLED:
         raise ApiError(400, "invalid", 'must be "spam" or "ham": the label being taken back', field="expect")
     try:
-        removed = checking.unlabel(label_id, moderator=auth.current(), site_scope=_scope(), expect=expect)
+        removed = checking.unlabel(label_id, moderator=auth.current(), site_scope=_scope(), expect=expect,
+                                   expect_at=expect_at)
     except checking.NotFound:
         raise ApiError(404, "not_found", "no such label", field="id") from None
     return jsonify({"id": removed.id, "removed": removed.previous, "check_id": removed.check_id or None})
@@ -118,12 +119,13 @@ def undo_label(label_id: str):
 def relabel(label_id: str):
     """Change a past label, whether or not its check is still stored."""
     body = json_object()
-    unknown = sorted(set(body) - {"label", "expect"})
+    unknown = sorted(set(body) - {"label", "expect", "expect_at"})
     if unknown:
         raise ApiError(400, "invalid", "unknown field", field=unknown[0])
+    expect, expect_at = condition_of(body)
     try:
         stored = checking.relabel(label_id, body.get("label"), moderator=auth.current(), site_scope=_scope(),
-                                  expect=expect_of(body))
+                                  expect=expect, expect_at=expect_at)
     except checking.NotFound:
         raise ApiError(404, "not_found", "no such label", field="id") from None
     return jsonify({**stored.to_dict(), "previous": stored.previous})

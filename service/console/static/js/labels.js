@@ -89,8 +89,9 @@ export function start(root) {
     const before = r.item.label;
     try {
       // Only the label as this page shows it: a colleague's change since is reported, not overwritten.
-      const stored = await post(`${paths.console}api/labels/${encodeURIComponent(r.item.id)}`,
-                                { label, expect: before });
+      const seen = { expect: before };
+      if (typeof r.item.labelled_at === "number") seen.expect_at = r.item.labelled_at;
+      const stored = await post(`${paths.console}api/labels/${encodeURIComponent(r.item.id)}`, { label, ...seen });
       r.item = { ...r.item, ...(stored || {}), label };
       if (record) state.history.push({ r, before });
       status(statusEl, `Relabelled ${label}.`);

@@ -19,7 +19,7 @@ export function start(root) {
   const selCount = root.querySelector("#selection-count");
 
   const params = new URLSearchParams(window.location.search);
-  const state = { rows: [], cur: -1, cursor: null, history: [], busy: false, loadSeq: 0 };
+  const state = { rows: [], cur: -1, cursor: null, history: [], busy: false, loadSeq: 0, loading: false };
 
   function row(i) { return state.rows[i]; }
 
@@ -75,6 +75,7 @@ export function start(root) {
 
   async function load({ append = false } = {}) {
     const seq = ++state.loadSeq;
+    state.loading = true;
     status(statusEl, "Loading…");
     try {
       const data = await get(`${paths.api}/queue`, {
@@ -91,6 +92,11 @@ export function start(root) {
       const firstNew = state.rows.length;
       addRows(items);
       more.hidden = !state.cursor;
+      if (!items.length && state.cursor) {
+        // A page of comments that expired meanwhile (dropped on the way): go on to the next one.
+        state.loading = false;
+        return load({ append: true });
+      }
       if (!state.rows.length) {
         list.append(h("li", { class: "empty" }, "Nothing waiting for a label. "));
       }
@@ -100,6 +106,8 @@ export function start(root) {
       explain(state.rows.slice(firstNew)).catch((err) => status(statusEl, `Highlights unavailable: ${err.message}`, true));
     } catch (err) {
       if (seq === state.loadSeq) status(statusEl, `Could not load the queue: ${err.message}`, true);
+    } finally {
+      if (seq === state.loadSeq) state.loading = false;
     }
   }
 
@@ -118,9 +126,10 @@ export function start(root) {
 
   async function labelOne(r, label) {
     // Only while it is still unlabelled: a colleague may have labelled it since this page was loaded.
-    await post(`${paths.api}/comments/${encodeURIComponent(r.item.id)}/label`, { label, expect: null });
+    const ack = await post(`${paths.api}/comments/${encodeURIComponent(r.item.id)}/label`, { label, expect: null });
     showStored(r, label, "");
-    return { r, prev: null, label };
+    // The stamp tells this label from a colleague's same label given later: undo takes back only this one.
+    return { r, prev: null, label, at: ack?.labelled_at ?? null };
   }
 
   // The answer was lost (a network error after the request left): ask what is stored rather than guess.
@@ -159,7 +168,7 @@ export function start(root) {
       const stored = err instanceof ApiError ? null : await storedLabel(err.row);
       if (stored) {
         showStored(err.row, stored.label, stored.labelled_by);
-        status(statusEl, `The answer was lost, but the label is stored: ${stored.label} by ${stored.labelled_by}.`, true);
+        status(statusEl, `The answer was lost; stored now: ${stored.label} by ${stored.labelled_by}.`, true);
       } else {
         status(statusEl, `Label not saved: ${err.message}`, true);
       }
@@ -174,7 +183,7 @@ export function start(root) {
 
   function moveToNextOpen(from) {
     for (let i = from + 1; i < state.rows.length; i++) if (!row(i).label) return setCurrent(i);
-    if (state.cursor) {  // the last card of what is loaded: go on with the next page rather than back up
+    if (state.cursor && !state.loading) {  // the last card loaded: go on with the next page rather than back up
       const next = state.rows.length;
       load({ append: true }).then(() => { if (state.rows.length > next) setCurrent(next); });
       return setCurrent(from);
@@ -191,18 +200,23 @@ export function start(root) {
     const failed = [];
     const theirs = [];
     for (const step of [...last].reverse()) {
-      const { r, prev, label } = step;
+      const { r, prev, label, at } = step;
       const id = encodeURIComponent(r.item.id);
+      const mine = at === null || at === undefined ? { expect: label } : { expect: label, expect_at: at };
       try {
         // Only the label this page gave, as it gave it: a colleague's change since is theirs to keep.
-        if (prev) await post(`${paths.api}/comments/${id}/label`, { label: prev, expect: label });
-        else await post(`${paths.console}api/labels/${id}/undo`, { expect: label });
+        if (prev) await post(`${paths.api}/comments/${id}/label`, { label: prev, ...mine });
+        else await post(`${paths.console}api/labels/${id}/undo`, mine);
         showStored(r, prev, "");
       } catch (err) {
         const now = changed(err);
         if (now) {
           showStored(r, now.label, now.labelled_by);
           theirs.push(now);
+          continue;
+        }
+        if (err instanceof ApiError && err.status === 404) {  // already taken back (another tab, the API)
+          showStored(r, null, "");
           continue;
         }
         failed.push(step);
