@@ -20,7 +20,7 @@ from service.http import BatchInvalid
 from training import labels as label_store
 from training.apikeys import KeyRecord
 from training.checks import CheckRecord
-from training.labels import LabelConflict, LabelRecord
+from training.labels import LabelRecord
 from training.schema import Comment, ValidationError, parse_label, roles_of
 
 
