@@ -314,11 +314,10 @@ def _label_changed(exc: LabelConflict) -> Response:
     """409 for a conditional label write that found another label: what is stored now, and who gave it (who, only
     to moderators: a site key never learns moderators' names)."""
     principal = g.get("principal")
-    by = exc.labelled_by or None if principal is not None and principal.role != "site" else None
-    if by is None:
-        exc = LabelConflict(exc.label_id, exc.current, "", exc.expected)
+    if principal is None or principal.role == "site":
+        exc = LabelConflict(exc.label_id, exc.current, "", exc.expected)  # said without the name
     response = jsonify({"error": {"code": "label_changed", "message": str(exc), "field": "expect",
-                                  "label": exc.current, "labelled_by": by}})
+                                  "label": exc.current, "labelled_by": exc.labelled_by or None}})
     response.status_code = 409
     return response
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import re
 from typing import Any, Callable, Iterable
 
 import orjson
@@ -73,7 +72,7 @@ def json_body(*, required: bool = True) -> Any:
         # 64 bits, which it gives as floats: a body holding a float that large is read again by the standard parser.
         body = orjson.loads(raw)
         if not _has_huge_float(body):
-            _refuse_repeated_names(raw, body)
+            _refuse_repeated_names(raw)
             return body
     except orjson.JSONDecodeError:
         pass  # the standard parser says what is wrong
@@ -96,20 +95,10 @@ def json_body(*, required: bool = True) -> Any:
     return body
 
 
-# In a body without a backslash no string holds a quote, so every '"' opens or closes a string: this reads each
-# string whole from its opening quote, and yields it (quotes included, never empty) when a colon follows, as a
-# member name does, else b"".
-_MEMBER_NAMES = re.compile(rb'("[^"]*")\s*:|"[^"]*"')
-
-
-def _refuse_repeated_names(raw: bytes, body: Any) -> None:
-    """400 when an object in the body names a member twice (see unique_members). orjson keeps the last one without
-    saying so; the body is read again keeping every member only when some name occurs twice in it (in one object
-    or in several: the second reading tells), or when escapes could hide a repeat. One pass over the body."""
-    if b"\\" not in raw:
-        names = [name for name in _MEMBER_NAMES.findall(raw) if name]
-        if len(names) == len(set(names)):
-            return
+def _refuse_repeated_names(raw: bytes) -> None:
+    """400 when an object in the body names a member twice (see unique_members): orjson keeps the last one without
+    saying so. The standard parser reads the body again keeping every member (about 9 µs for a check's body, as
+    fast as looking for repeated names in its text first)."""
     try:
         json.loads(raw, object_pairs_hook=unique_members)
     except RecursionError:  # orjson reads 1,024 levels, the standard parser somewhat fewer

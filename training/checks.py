@@ -118,7 +118,7 @@ assert rediskeys.CHECK.endswith("{id}")
 _CHECK_KEY_PREFIX = rediskeys.CHECK[: -len("{id}")]
 QUEUE_READ_SECONDS = 0.5  # at most this long dropping expired ids in one queue read; then a short page
 TRIM_SECONDS = 1.0  # one trim's time budget
-TRIM_EVERY = 60.0  # seconds between one web process's trims (the first to ask each time does it; the others skip)
+TRIM_EVERY = 60.0  # seconds between one web process's trims (one process trims at a time; the others skip)
 
 # Releases the trim lock only while it is still this process's (its TTL may have passed and another taken it).
 _RELEASE = """
@@ -305,7 +305,7 @@ class CheckStore:
         if not self.redis.set(rediskeys.QUEUE_TRIM, token, nx=True, ex=max(5, int(seconds * 4))):
             return 0
         try:
-            qkeys = self._queue_indexes()
+            qkeys: list[bytes] | None = None  # read once there is something to remove
             removed = 0
             deadline = time.monotonic() + seconds
             cutoff = (now or time.time()) - self.retention_seconds
@@ -313,6 +313,8 @@ class CheckStore:
                 ids = self.redis.zrangebyscore(rediskeys.QUEUE_BY_TIME, "-inf", cutoff, 0, batch)
                 if not ids:
                     return removed
+                if qkeys is None:
+                    qkeys = self._queue_indexes()
                 pipe = self.redis.pipeline(transaction=False)
                 for qkey in qkeys:
                     pipe.zrem(qkey, *ids)
@@ -423,8 +425,8 @@ class WriteBehind:
         self._stopping = False
 
     def _trim_now_and_then(self, last: float) -> float:
-        """Take expired checks out of the queue about once a minute (the first process to ask does it); returns
-        when it last tried."""
+        """Take expired checks out of the queue about once a minute (skipped while another process trims);
+        returns when it last tried."""
         now = time.monotonic()
         if now - last < TRIM_EVERY:
             return last
