@@ -36,3 +36,26 @@ def test_hindsight_matches_brute_force_on_random_folds():
         accuracy, threshold = hindsight(labels, scores)
         assert accuracy == pytest.approx(_brute_force(labels, scores))
         assert np.mean((scores >= threshold) == (np.array(labels) == "spam")) == pytest.approx(accuracy)
+
+
+def test_the_http_ceiling_app_does_the_scoring_winnow_does():
+    """bench/bare_app.py is the ceiling Winnow's check is measured against: it must score the comment for real,
+    with the same model, features and reasons, or the comparison means nothing."""
+    from bench.bare_app import create_app
+    from bench.http import COMMENTS, _COMMON
+    from training.schema import Comment
+    from training.starter import load_starter
+
+    client = create_app().test_client()
+    assert client.get("/ping").data == b"pong"
+    model = load_starter()
+    for comment in COMMENTS:
+        body = {**_COMMON, **comment}
+        expected = model.score(Comment.from_dict(body))
+        answer = client.post("/check", json=body).get_json()
+        assert answer == {"verdict": expected.decision, "score": expected.score, "reasons": expected.reasons}
+        plain = client.post("/check?reasons=0", json=body).get_json()
+        assert plain["score"] == expected.score and [r["signal"] for r in plain["reasons"]] == [
+            "(bias)", "(other signals)"]
+    verdicts = {client.post("/check", json={**_COMMON, **c}).get_json()["verdict"] for c in COMMENTS}
+    assert verdicts == {"ham", "spam"}  # the benchmark's comments exercise both answers
