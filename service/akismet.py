@@ -206,7 +206,9 @@ def api_key(params: Params, *names: str) -> str:
             return value
     host = (request.host or "").split(":", 1)[0]
     label, dot, rest = host.partition(".")
-    if dot and "." in rest and KEY_SHAPE.match(label):
+    # Any host below the key: `{key}.rest.akismet.com`, `{key}.winnow.example.com`, and `{key}.localhost` (where
+    # akismet-api's `host: "localhost:8000"` sends it). Only consulted when no key parameter was sent.
+    if dot and rest and KEY_SHAPE.match(label):
         return label
     return ""
 
@@ -466,7 +468,9 @@ def _cached_params() -> Params:
 def _authenticate(key: str):
     """The site key's record, or an `invalid` answer saying why."""
     if not key:
-        raise ProtocolAnswer(invalid('Empty "api_key" value: send your Winnow site key as api_key (or key).'))
+        named = ("key", "api_key") if request.endpoint in _KEY_NAMED_KEY else ("api_key", "key")
+        raise ProtocolAnswer(invalid(f'Empty "{named[0]}" value: send your Winnow site key as {named[0]} '
+                                     f'(or {named[1]}).'))
     record = services().keys.authenticate(key)
     if record is None:
         raise ProtocolAnswer(invalid("This key is not a Winnow site key, or it has been revoked."))
@@ -542,6 +546,7 @@ def _submit(label: str) -> Response:
     moderator = f"{call.reporter} via Akismet ({record.id})" if call.reporter else record
     original = call.original  # what the client was told: "true"/"false", when it says
     stored = False
+    about_test = call.is_test  # a submission about an is_test check is no mistake to count either
     if call.guid:
         try:
             check = checking.get_check(call.guid, site_scope=record.site)
@@ -549,6 +554,7 @@ def _submit(label: str) -> Response:
             check = None  # expired or unknown: fall back to the comment in the parameters
         if check is not None:  # what comment-check answered for it, by the same rules
             original = "true" if _answer(check.comment, check.answered, check.discard, record.site)[0] else "false"
+            about_test = about_test or check.is_test
             if not (check.is_test or call.is_test):
                 checking.label_check(check.id, label, moderator=moderator, site_scope=record.site, source="akismet")
             stored = True
@@ -568,7 +574,7 @@ def _submit(label: str) -> Response:
         checking.label_new(call.comment, label, moderator=moderator, site=record.site, source="akismet")
     # A submission reports a mistake unless the client says (or the check shows) it was answered that way already.
     agrees = original == ("true" if label == "spam" else "false")
-    if not call.is_test and not agrees:
+    if not about_test and not agrees:
         _usage().count(record.id, normalise_blog(call.blog), "missed_spam" if label == "spam" else "false_positives")
     return text(THANKS)
 

@@ -353,6 +353,17 @@ def test_is_test_is_never_trained_on(raw, client, key, app):
     assert labels.get(real) is None and _stored_check(app, real).queued
 
 
+def test_a_submission_about_a_test_check_is_no_mistake_in_key_sites(raw, app):
+    key, record = app.extensions["winnow"].keys.create("https://tests.example.com", "site", "tests")
+    form = {"api_key": key, "blog": "https://tests.example.com", "user_ip": IP}
+    guid = raw.post("/1.1/comment-check", data={**form, "comment_content": HAM_TEXT, "is_test": "1"}
+                    ).headers["X-akismet-guid"]
+    _flush(app)
+    assert raw.post("/1.1/submit-spam", data={**form, "guid": guid}).content == face.THANKS.encode()
+    [row] = app.extensions[face.USAGE_EXTENSION].sites(record.id, face.month_of())
+    assert (row["missed_spam"], row["false_positives"]) == (0, 0)
+
+
 # ---- usage and key-sites -------------------------------------------------------------------------------------
 
 
@@ -524,6 +535,22 @@ def test_wordpress_charset_and_legacy_key_host(raw, key, app):
     assert resp.content == b"false"
     record = _stored_check(app, resp.headers["X-akismet-guid"])
     assert record.comment.author == "Jürgen" and record.comment.content.endswith("Grüße")
+
+
+@pytest.mark.parametrize("host", ["{key}.localhost:8000", "{key}.winnow", "{key}.winnow.example.com"])
+def test_a_key_in_the_host_under_any_host_name(raw, key, host):
+    # akismet-api (npm) sends comment-check to `{key}.{host}` and never sends api_key: `host: "localhost:8000"`
+    # must work as well as a dotted name.
+    resp = raw.post("/1.1/comment-check", data={"blog": BLOG, "user_ip": IP, "comment_content": HAM_TEXT},
+                    headers={"Host": host.format(key=key)})
+    assert resp.content == b"false"
+
+
+def test_an_empty_key_is_named_as_the_endpoint_names_it(raw):
+    verify = raw.post("/1.1/verify-key", data={"blog": BLOG})
+    check = raw.post("/1.1/comment-check", data={"blog": BLOG, "user_ip": IP})
+    assert verify.headers["X-akismet-debug-help"].startswith('Empty "key" value')
+    assert check.headers["X-akismet-debug-help"].startswith('Empty "api_key" value')
 
 
 def test_a_body_without_a_charset_header_is_read_in_its_blog_charset(raw, key, app):
