@@ -115,6 +115,11 @@ def check(comment: Comment, *, site: str, principal: KeyRecord | None, is_test: 
     trusted_role = next((r for r in roles_of(comment.user_role) if r in policy.trusted_roles), None) \
         if comment.user_role else None
     trusted = trusted_role is not None
+    if comment.honeypot and not trusted:
+        # The site's hidden field, which no person sees, was filled in: a bot, whatever the text says. The model
+        # learns the signal from labels only, and none of its training data has it.
+        real = "spam"
+        reasons = [{"signal": "honeypot filled", "weight": 0.0}] + reasons
     answered = real
     if trusted:
         answered, discard = "ham", False

@@ -575,10 +575,13 @@ def test_any_of_several_wordpress_roles_can_make_the_author_trusted(raw, key, ap
     assert record.trusted == (answer == b"false")
 
 
-def test_honeypot_field_marks_the_comment(raw, key, app):
-    resp = raw.post("/1.1/comment-check", data={
-        "api_key": key, "blog": BLOG, "user_ip": IP, "comment_content": HAM_TEXT,
-        "honeypot_field_name": "hidden_website", "hidden_website": "http://bot.example"})
+def test_a_filled_honeypot_field_is_spam(raw, key, app):
+    form = {"api_key": key, "blog": BLOG, "user_ip": IP, "comment_content": HAM_TEXT,
+            "honeypot_field_name": "hidden_website"}
+    empty = raw.post("/1.1/comment-check", data={**form, "hidden_website": ""})
+    assert empty.content == b"false"
+    resp = raw.post("/1.1/comment-check", data={**form, "hidden_website": "http://bot.example"})
+    assert resp.content == b"true" and "X-akismet-pro-tip" not in resp.headers
     assert _stored_check(app, resp.headers["X-akismet-guid"]).comment.honeypot is True
 
 

@@ -445,6 +445,24 @@ def test_site_settings_thresholds_shadow_and_trusted_roles(api):
     assert api("POST", "/api/v1/check", "b", {"content": HAM[2]}).get_json()["verdict"] == "ham"
 
 
+def test_a_filled_honeypot_is_spam_whatever_the_text(api):
+    """The site's hidden field filled in is a bot: the model has never seen the signal in its training data, so
+    the policy answers it, and says so first among the reasons."""
+    plain = api("POST", "/api/v1/check", "a", {"content": HAM[0], "honeypot": False}).get_json()
+    assert plain["verdict"] == "ham" and plain["reasons"][0]["signal"] != "honeypot filled"
+    trapped = api("POST", "/api/v1/check", "a", {"content": HAM[0], "honeypot": True}).get_json()
+    assert trapped["verdict"] == "spam" and trapped["discard"] is False
+    assert trapped["reasons"][0] == {"signal": "honeypot filled", "weight": 0.0}
+    assert trapped["score"] == plain["score"]  # the model's own probability, untouched
+    weights = sum(r["weight"] for r in trapped["reasons"])
+    assert weights == pytest.approx(sum(r["weight"] for r in plain["reasons"]))
+    staff = api("POST", "/api/v1/check", "a", {"content": HAM[0], "honeypot": True, "user_role": "editor"})
+    assert staff.get_json()["verdict"] == "ham"  # a trusted role still wins
+    api.flush()
+    queued = {i["id"]: i for i in api("GET", "/api/v1/queue", "mod").get_json()["items"]}
+    assert queued[trapped["id"]]["verdict"] == "spam"  # queued, so a moderator can rescue it
+
+
 def test_post_labels_is_all_or_nothing_with_item_fields(api, r):
     items = [{"content": SPAM[0], "label": "spam"}, {"content": HAM[0], "label": "ham", "author": "Jo"}]
     bad = api("POST", "/api/v1/labels", "mod", {"site": SITE_A, "items": items + [
