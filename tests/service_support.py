@@ -103,3 +103,12 @@ def wait_until(predicate, timeout: float = 5.0, step: float = 0.01) -> bool:
             return True
         time.sleep(step)
     return False
+
+
+def end_process(process, log, store: PrivateRedis) -> None:
+    """A test's process killed if it still runs, its log closed and its private Redis stopped."""
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+    log.close()
+    store.stop()

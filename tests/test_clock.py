@@ -11,7 +11,7 @@ from pathlib import Path
 
 import redis
 
-from tests.service_support import PrivateRedis, wait_until
+from tests.service_support import PrivateRedis, end_process, wait_until
 from training import clock, schedule
 from training.settings import Settings
 
@@ -54,11 +54,7 @@ def test_the_clock_keeps_running_through_a_redis_outage_and_stops_cleanly(tmp_pa
         assert process.wait(15) == 0
         assert "lost Redis" in (tmp_path / "clock.log").read_text()
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        log.close()
-        store.stop()
+        end_process(process, log, store)
 
 
 def test_the_shipped_schedule_runs_the_nightly_retrain_and_the_recovery_check():
