@@ -70,7 +70,7 @@ def verify(data: bytes, meta: dict[str, Any], secret: str | bytes) -> None:
     if not hmac.compare_digest(expected, claimed):
         raise ArtifactError(
             "artifact was not written by this deployment (or was changed since): its HMAC does not match the "
-            "deployment secret"
+            "deployment secret (WINNOW_SECRET_KEY, which every machine of a deployment must share)"
         )
     check_versions(meta)
 

@@ -478,15 +478,15 @@ class ServingModel:
         except artifacts.ArtifactError as exc:
             self._refused[version] = time.monotonic()
             self.refused_current = version
-            log.error("refused model %s: %s; still serving %s", version, exc, self._state[0])
+            log.error("refused model %s: %s; still serving %s", version, exc, self._state[0] or "no version yet")
             return False
         except (UnknownVersion, redis_lib.RedisError) as exc:
-            log.warning("could not load model %s (%s); still serving %s", version, exc, self._state[0])
+            log.warning("could not load model %s (%s); still serving %s", version, exc, self._state[0] or "no version yet")
             return False
         except Exception as exc:  # anything else a damaged version can raise: refused, and said once per version
             self._refused[version] = time.monotonic()
             self.refused_current = version
-            log.exception("refused model %s: %s; still serving %s", version, exc, self._state[0])
+            log.exception("refused model %s: %s; still serving %s", version, exc, self._state[0] or "no version yet")
             return False
         self._state = (version, model)
         self._refused.pop(version, None)
