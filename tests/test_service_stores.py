@@ -1,6 +1,7 @@
 """The stores under the API: write-behind buffering and dropping, retention trimming, site policy validation."""
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import pytest
@@ -117,7 +118,7 @@ def test_a_batch_counts_each_check_once_per_day_site_and_verdict(r):
     day = 1_700_000_000.0
     other = "https://t.example.com"
     batch = [record(i, created_at=day + i) for i in range(5)]
-    batch += [CheckRecord(id=f"t{i}", site=other, comment=Comment(content="x"), verdict=v, answered=v, score=0.95,
+    batch += [CheckRecord(id=f"t{i}", site=other, comment=Comment(content=f"x{i}"), verdict=v, answered=v, score=0.95,
                           discard=False, model_version="v1", created_at=day + 86400 + i)
               for i, v in enumerate(["spam", "spam", "ham"])]
     CheckStore(r).write(batch)
@@ -129,6 +130,34 @@ def test_a_batch_counts_each_check_once_per_day_site_and_verdict(r):
     store = CheckStore(r)
     assert store.queue_size() == 8 and store.queue_size(site=other, verdict="spam") == 2
     assert store.queue_size(site="https://s.example.com", verdict="unsure") == 5
+
+
+def test_a_comment_checked_again_is_queued_once_at_its_newest_check(r):
+    """The WordPress plugin's "Check for Spam" rechecks every pending comment: a moderator sees each comment once,
+    at its newest verdict, while every check stays readable by its id."""
+    store = CheckStore(r)
+    site, other = "https://s.example.com", "https://t.example.com"
+
+    def check(i: int, content: str, verdict: str = "unsure", **kw) -> CheckRecord:
+        return dataclasses.replace(record(i, score=0.6 + i / 100, verdict=verdict, answered=verdict, **kw),
+                                   comment=Comment(content=content, author="Bo", author_email="bo@example.com"))
+
+    store.write([check(1, "buy now"), check(2, "hello there")])
+    store.write([check(3, "buy now", verdict="spam")])  # rechecked later, by a newer model: another verdict
+    ids = [c.id for c in store.queue(site=site)[0]]
+    assert sorted(ids) == ["c0002", "c0003"]
+    assert store.queue(site=site, verdict="unsure")[0][0].id == "c0002"
+    assert [c.id for c in store.queue(verdict="spam")[0]] == ["c0003"]
+    assert r.zscore(rediskeys.QUEUE_BY_TIME, "c0001") is None
+    assert store.get("c0001").comment.content == "buy now"  # still there by its id (a label by id, a guid)
+    # Twice in one batch: the later one is queued.
+    store.write([check(4, "twice"), check(5, "twice")])
+    assert "c0004" not in {c.id for c in store.queue(site=site)[0]} and store.queue_size(site=site) == 3
+    # Another author, another site, or a test or trusted check is no recheck of it.
+    store.write([dataclasses.replace(check(6, "hello there"), comment=Comment(content="hello there", author="Al")),
+                 check(7, "hello there", site=other), check(8, "hello there", is_test=True)])
+    assert store.queue_size(site=site) == 4 and store.queue_size(site=other) == 1
+    assert "c0002" in {c.id for c in store.queue(site=site)[0]}
 
 
 def test_trim_drops_expired_checks_from_every_queue_index(r):

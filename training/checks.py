@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import hashlib
 import json
 import logging
 import secrets
@@ -132,6 +133,15 @@ def queue_keys(site: str, verdict: str) -> list[str]:
     return [rediskeys.QUEUE.format(verdict=v, site=s) for s in (site, ALL_SITES) for v in ("all", verdict)]
 
 
+def same_comment_key(record: CheckRecord) -> str:
+    """What makes two checks one comment for the queue: the site, the author's name and e-mail, the content. A
+    platform checks a comment again (the WordPress plugin's "Check for Spam" button rechecks every pending comment)
+    and a moderator should see it once, at its newest verdict."""
+    c = record.comment
+    digest = hashlib.blake2b(orjson.dumps([record.site, c.author, c.author_email, c.content]), digest_size=16)
+    return rediskeys.SAME_COMMENT.format(digest=digest.hexdigest())
+
+
 # Store a batch of checks. KEYS: the checks' hashes. ARGV: retention seconds, then per check its created_at and its
 # record JSON. (created_at is a field of its own: an undone label reads it to requeue the check.)
 # Drop queue members whose check hash is gone (expired), atomically with looking: a check written meanwhile stays.
@@ -198,6 +208,14 @@ class CheckStore:
         queued: dict[tuple[str, str], list[str]] = {}  # (site, verdict) -> [rank, id, rank, id, ...]
         by_time: list[str] = []  # [created_at, id, ...]
         tally: dict[tuple[str, str, int], list] = {}  # (site, verdict, UTC day) -> [count, a time in that day]
+        records = list(records)
+        # A comment checked again takes the place of its earlier check in the queue: of a batch, only its newest
+        # check of each comment is queued, and an earlier batch's is taken out below.
+        newest: dict[str, CheckRecord] = {}
+        for r in records:
+            if r.queued:
+                newest[same_comment_key(r)] = r
+        queued_ids = {r.id for r in newest.values()}
         for r in records:
             try:
                 document = r.to_json()
@@ -215,7 +233,7 @@ class CheckStore:
                 tally[group] = [1, r.created_at]
             else:
                 seen[0] += 1
-            if r.queued:
+            if r.id in queued_ids:
                 members = queued.get((r.site, r.verdict))
                 if members is None:
                     members = queued[(r.site, r.verdict)] = []
@@ -247,15 +265,30 @@ class CheckStore:
             counters.times = count
             activity.count_check(counters, site=site, verdict=verdict, created_at=created_at)
         counters.emit(pipe)
-        try:
-            pipe.execute()
-        except redis.exceptions.NoScriptError:  # a Redis that restarted or flushed its scripts; the rest went through
+        for key, r in newest.items():  # each comment's newest check, answering the one it replaces
+            pipe.set(key, r.id, ex=self.retention_seconds, get=True)
+        results = pipe.execute(raise_on_error=False)
+        if isinstance(results[0], redis.exceptions.NoScriptError):
+            # A Redis that restarted or flushed its scripts; the rest went through.
             self._put(keys=keys, args=args)
             # A queue read between the two may have taken these ids for expired checks (no hash yet) and dropped
             # them: put them back, now that the hashes exist.
             with self.redis.pipeline(transaction=False) as again:
                 enqueue(again)
                 again.execute()
+        else:
+            failed = next((x for x in results if isinstance(x, Exception)), None)
+            if failed is not None:
+                raise failed
+        replaced = [(r.site, prev.decode()) for r, prev in zip(newest.values(), results[len(results) - len(newest):])
+                    if isinstance(prev, bytes) and prev.decode() != r.id]
+        if replaced:
+            with self.redis.pipeline(transaction=False) as out:
+                for site, old_id in replaced:
+                    for qkey in {k for v in VERDICTS for k in queue_keys(site, v)}:
+                        out.zrem(qkey, old_id)
+                    out.zrem(rediskeys.QUEUE_BY_TIME, old_id)
+                out.execute()
         return len(keys)
 
     def get(self, check_id: str) -> CheckRecord | None:
