@@ -234,6 +234,21 @@ def test_comment_check_is_stored_like_a_json_api_check_and_queued(raw, key, app)
     assert guid in {q.id for q in queued}
 
 
+def test_check_for_spam_rechecks_leave_one_queue_entry_per_comment(raw, key, app):
+    # The plugin's "Check for Spam" button sends every pending comment again, with its comment_ID and a
+    # recheck_reason: each click must not add the pending queue to the moderators' queue once more.
+    form = {"api_key": key, "blog": BLOG, "user_ip": IP, "comment_content": UNSURE_TEXT, "comment_author": "Dee",
+            "comment_author_email": "dee@example.com", "comment_post_ID": "17"}
+    first = raw.post("/1.1/comment-check", data=form).headers["X-akismet-guid"]
+    _flush(app)
+    again = [raw.post("/1.1/comment-check", data={**form, "comment_ID": "99", "recheck_reason": "recheck_queue"}
+                      ).headers["X-akismet-guid"] for _ in range(2)]
+    _flush(app)
+    queued, _ = app.extensions["winnow"].checks.queue(site=BLOG)
+    assert [q.id for q in queued] == [again[-1]]
+    assert _stored_check(app, first) is not None  # a submit-spam with the first guid still finds it
+
+
 def test_answers_are_exact_text_and_debug_help_only_on_invalid(raw, key):
     ok = raw.post("/1.1/comment-check", data={"api_key": key, "blog": BLOG, "user_ip": IP,
                                               "comment_content": HAM_TEXT})
