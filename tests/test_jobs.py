@@ -21,6 +21,7 @@ from training import rediskeys as keys
 from training.labels import LabelStore
 from training.model import train
 from training.registry import Registry
+from training.schema import Comment
 from training.schedule import periodic_jobs
 from training.settings import Settings
 
@@ -756,6 +757,25 @@ def test_the_nightly_refit_replaces_a_champion_built_by_quick_updates(r, setting
     assert "has seen every label" in nightly["judged_on_seen"]
     again = jobs.run_retrain(r, settings, full=True, reason="schedule")
     assert again["decision"] == "skip"  # a full fit's champion: nothing unseen, nothing to judge
+
+
+def test_the_nightly_refit_can_replace_a_champion_that_fits_its_labels_well(r, settings):
+    """The usual case: quick updates made the champion fit every label it has seen, the newest ones best (a spam
+    campaign learned by updates). The nightly refit must not be judged out of sample against the champion's
+    in-sample scores, or it loses every night and the chain of updates serves until the 50-update cap."""
+    old = list(campaign(240, seed=31))
+    # The newest labels: a campaign the older labels know nothing of.
+    wave = [(Comment(content=f"{opener} {topic}. Marlow Quinn recovered our {coin} in two days, find him on "
+                             f"telegram #{i}", author=f"fan{i}"), "spam")
+            for i, (opener, topic, coin) in enumerate((o, t, c) for o in ("Nice post on", "Good points about")
+                                                      for t in ("sourdough", "bike chains", "tax forms")
+                                                      for c in ("bitcoin", "eth", "usdt", "wallet", "ledger"))]
+    rows = store_labels(r, old + wave)
+    champion = train([c for c, _ in old + wave], [label for _, label in old + wave])
+    seed_champion(r, settings, champion, kind="retrain", trained_until=rows[-1].labelled_at, updates_since_full=3)
+    nightly = jobs.run_retrain(r, settings, full=True, reason="schedule")
+    assert "has seen every label" in nightly["judged_on_seen"]
+    assert nightly["decision"] == "promote", nightly["why"]
 
 
 def test_retrain_wait_follows_a_run_that_continued_as_another_job(r, settings, monkeypatch, capsys):

@@ -500,12 +500,12 @@ class _Retrain:
         unseen = index.newer
         if self.full and int(champion_info.get("updates_since_full", 0)) > 0 and unseen < MIN_EVAL:
             # A refit asked for (the nightly one) over a champion built by quick updates: every label is one the
-            # champion has seen, so none is fair to it; it is judged on them anyway, in its own favour, rather
-            # than left to serve until the 50-update cap.
+            # champion has seen, so none is fair to judge it on; both are judged on labels both have seen (below)
+            # rather than leaving the updates to serve until the 50-update cap.
             unseen = len(index.ids)
             self.record["judged_on_seen"] = (
                 f"the champion was updated {champion_info.get('updates_since_full')} times since its last full fit "
-                "and has seen every label: it is judged on labels it was fitted on, in its favour")
+                "and has seen every label: the refit on every label is judged against it on labels both have seen")
         base_comments, base_y = _starter_corpora() if self.settings.use_starter_corpora else ([], np.zeros(0))
         if len(index.ids) >= CV_BELOW and len(index.ids) + len(base_comments) > _in_memory_max():
             self.timings["read index"] = time.perf_counter() - started
@@ -537,7 +537,20 @@ class _Retrain:
         elif champion is not None:
             champion_scores = _scores(champion, [data.comments[i] for i in eval_idx])
 
-        if cv:
+        final = None
+        if self.record.get("judged_on_seen"):
+            # The champion has been fitted on every judged label; a challenger fitted without them (a holdout, or
+            # out of fold) would be judged against the champion's own training data and lose to it every time, so
+            # the nightly refit could never replace a chain of quick updates. Judge like with like: the refit on
+            # every label, scored on the same labels, which both models have seen.
+            self._progress("training the new model on every label", 0.35)
+            final = self._fit(data, np.arange(n), "final fit")
+            self._progress("scoring the challenger", 0.6)
+            challenger_scores = (_scores_featurized(final, self.shared, eval_idx) if self.shared is not None
+                                 else _scores(final, [data.comments[i] for i in eval_idx]))
+            plan = (f"the newest {n_eval} labels, seen by both: the refit on every label against the champion, "
+                    "which was updated with them")
+        elif cv:
             self._progress("cross-validating the challenger", 0.35)
             challenger_scores = self._cross_validated_scores(data, eval_idx)
             plan = f"{_folds(data.y)}-fold stratified cross-validation over {n} labels"
@@ -557,8 +570,9 @@ class _Retrain:
         if not ok:
             return self._finish("reject", why)
 
-        self._progress("training the new model on every label", 0.7)
-        final = self._fit(data, np.arange(n), "final fit")
+        if final is None:
+            self._progress("training the new model on every label", 0.7)
+            final = self._fit(data, np.arange(n), "final fit")
         self.lease.check()
         self._progress("publishing", 0.95)
         trained_until = index.last_time
