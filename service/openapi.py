@@ -250,7 +250,7 @@ _API_PATHS: dict[str, dict] = {
             "409 when the version's artifact cannot be loaded here (not signed by this deployment, or written by "
             "another scikit-learn). " + _GLOBAL_ONLY))},
     "/api/v1/models/rollback": {"post": _op(
-        "Serve the previously promoted version again", _ADMIN, {"200": _ok(_ref("PromoteEvent")), "409": _ERR},
+        "Serve again the version the serving one replaced (a second rollback steps back once more)", _ADMIN, {"200": _ok(_ref("PromoteEvent")), "409": _ERR},
         body=_REASON_BODY, tag="models", description=_GLOBAL_ONLY)},
     "/api/v1/models/retrain": {"post": _op(
         "Retrain now (one run at a time; a request during a run queues exactly one follow-up)", _MOD,
