@@ -138,9 +138,12 @@ def test_gate_on_a_spam_wave_alone_compares_what_each_model_catches():
     ok, why = jobs.gate(_judged(tp=3, fn=17), _judged(tp=15, fn=5), tolerance=0.01)
     assert not ok and "all spam" in why and "catches 3 of 20" in why and "champion 15" in why
     assert jobs.gate(_judged(tp=15, fn=5), _judged(tp=15, fn=5), tolerance=0.01)[0]
-    assert jobs.gate(_judged(tp=19, fn=1), _judged(tp=15, fn=5), tolerance=0.01)[0]
+    ok, why = jobs.gate(_judged(tp=19, fn=1), _judged(tp=15, fn=5), tolerance=0.01)
+    assert ok and "catches 19 of 20" in why and "champion 15" in why  # a promotion says what it was judged on
     # On ham alone, flagging more of it was already refused; with both classes, MCC decides as before.
     assert not jobs.gate(_judged(tn=18, fp=2), _judged(tn=20), tolerance=0.01)[0]
+    ok, why = jobs.gate(_judged(tn=20), _judged(tn=19, fp=1), tolerance=0.01)
+    assert ok and "all ham" in why and "flags 0 of 20" in why and "champion 1" in why
     assert jobs.gate(_judged(tp=8, fn=2, tn=10, mcc=0.82), _judged(tp=9, fn=1, tn=10, mcc=0.82), tolerance=0.01)[0]
 
 

@@ -886,6 +886,14 @@ def gate(challenger: dict, champion: dict | None, tolerance: float) -> tuple[boo
         return False, (f"the judged labels are all spam, where MCC tells nothing: challenger catches "
                        f"{challenger['spam_flagged']} of {confusion['tp'] + confusion['fn']} at the serving threshold "
                        f"{challenger['spam_threshold']}, champion {champion['spam_flagged']}")
+    if confusion and confusion["tn"] + confusion["fp"] == 0:
+        return True, (f"the judged labels are all spam, where MCC tells nothing: challenger catches "
+                      f"{challenger['spam_flagged']} of {confusion['tp'] + confusion['fn']} at the serving threshold "
+                      f"{challenger['spam_threshold']}, champion {champion['spam_flagged']}")
+    if confusion and confusion["tp"] + confusion["fn"] == 0:
+        return True, (f"the judged labels are all ham, where MCC tells nothing: challenger flags "
+                      f"{challenger['ham_flagged']} of {confusion['tn'] + confusion['fp']} as spam at the serving "
+                      f"threshold {challenger['spam_threshold']}, champion {champion['ham_flagged']}")
     return True, (f"challenger MCC {c_mcc:.4f} vs champion {k_mcc:.4f} (tolerance {tolerance}); ham flagged "
                   f"{challenger['ham_flagged']} vs {champion['ham_flagged']}")
 
