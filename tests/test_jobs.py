@@ -363,6 +363,23 @@ def test_labels_and_overturns_trigger_a_retrain(r, settings):
     assert second and "5 overturned verdicts" in Job.fetch(second, connection=r).kwargs["reason"]
 
 
+def test_a_relabel_to_the_other_class_counts_as_an_overturn(r, settings):
+    """Twenty noisy spam labels set right again are corrections of what the model learned: they must be able to
+    trigger a retrain on their own, not wait for fifty more labels."""
+    store = LabelStore(r)
+    rows = list(campaign(6, seed=15))
+    stored = store.put_many([labels.for_comment(SITE, c, "spam", by="moderator:test") for c, _ in rows])
+    labels.after_labels(r, settings, stored)
+    assert int(r.get(keys.RETRAIN_OVERTURNS) or 0) == 0  # new labels of comments never checked: no verdict
+    fixed = store.put_many([labels.for_comment(SITE, c, "ham", by="moderator:test") for c, _ in rows])
+    assert {x.previous for x in fixed} == {"spam"}
+    labels.after_labels(r, settings, fixed)
+    assert int(r.get(keys.RETRAIN_OVERTURNS)) == 6
+    again = store.put_many([labels.for_comment(SITE, c, "ham", by="moderator:test") for c, _ in rows[:2]])
+    labels.after_labels(r, settings, again)  # the same label again changes nothing
+    assert int(r.get(keys.RETRAIN_OVERTURNS)) == 6
+
+
 def test_retrain_resets_the_counters(r, settings, backwards_model):
     seed_champion(r, settings, backwards_model)
     store_labels(r, campaign(30, seed=14))

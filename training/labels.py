@@ -489,7 +489,9 @@ def after_labels(client: redis.Redis, settings, records: Sequence[LabelRecord]) 
             log.exception("could not load the learning loop")
         return
     try:
+        # A relabel from spam to ham or back corrects a label the serving model may have learned: it counts as
+        # a moderator saying the model is wrong, like a label that overturns its check's verdict.
         jobs.maybe_trigger_retrain(client, settings, new_labels=len(changed),
-                                   overturns=sum(1 for r in changed if r.overturn))
+                                   overturns=sum(1 for r in changed if r.overturn or r.previous in LABELS))
     except Exception:  # the label is stored; a retrain trigger failing must not turn that into an error
         log.exception("could not notify the learning loop of %d labels", len(changed))
