@@ -177,6 +177,19 @@ def test_nothing_new_since_the_champion_is_a_skip(r, settings, backwards_model):
     assert result["decision"] == "skip" and "newer than champion" in result["why"]
 
 
+def test_a_skipped_run_leaves_its_unseen_labels_counted_for_the_next(r, settings, backwards_model):
+    # Nine labels too few to judge on are still to be learned: the next automatic retrain must come after 41 more
+    # labels, not 50.
+    rows = store_labels(r, campaign(40, seed=16))
+    seed_champion(r, settings, backwards_model, trained_until=rows[-10].labelled_at)
+    r.set(keys.RETRAIN_NEW_LABELS, 9)
+    job_id = jobs.enqueue_retrain(r, settings)
+    run_burst(r, settings)
+    result = jobs.job_status(r, job_id)["result"]
+    assert result["decision"] == "skip" and "only 9 labels newer" in result["why"]
+    assert int(r.get(keys.RETRAIN_NEW_LABELS)) == 9
+
+
 def test_single_flight_and_exactly_one_follow_up(r, settings, backwards_model, monkeypatch):
     seed_champion(r, settings, backwards_model)
     store_labels(r, campaign(60, seed=11))

@@ -583,18 +583,26 @@ class _Retrain:
         finished run record when there is nothing fair to judge. `unseen`: labels newer than the champion's fit."""
         n = len(y)
         counts = self.record["counts"] = {"labels": n, "spam": int(y.sum()), "ham": int(n - y.sum()), "base": n_base}
+        unseen = min(n, unseen)
         if min(counts["spam"], counts["ham"]) < MIN_PER_CLASS:
+            self._count_again(unseen)
             return self._finish("skip", f"need at least {MIN_PER_CLASS} spam and {MIN_PER_CLASS} ham labels; "
                                         f"have {counts['spam']} spam, {counts['ham']} ham")
-        unseen = min(n, unseen)
         cv = self.cv = n < CV_BELOW
         n_eval = unseen if cv else min(unseen, math.ceil(HOLDOUT_FRACTION * n))
         counts["unseen_by_champion"] = unseen
         if n_eval < MIN_EVAL:
+            self._count_again(unseen)
             return self._finish("skip", f"only {n_eval} labels newer than champion {champion_version}'s training "
                                         f"data; need {MIN_EVAL} to compare the two fairly")
         counts["eval"] = int(n_eval)
         return n_eval
+
+    def _count_again(self, unseen: int) -> None:
+        """A skipped run learned nothing from the labels the champion has not seen: they count towards the next
+        automatic retrain again (the run set the counter to 0 as it started)."""
+        if unseen > 0:
+            self.redis.incrby(keys.RETRAIN_NEW_LABELS, int(unseen))
 
     def _run_single_pass(self, champion, index, base_comments: list, base_y: np.ndarray, n_eval: int) -> dict:
         """Many labels: one pass of SGD in which feature workers read and featurise every label once. The gate
@@ -710,6 +718,7 @@ class _Retrain:
                   "ham_new": int(n_new - y.sum()), "unseen_by_champion": n_new, "eval": n_new, "base": 0}
         self.record["counts"] = counts
         if n_new < MIN_EVAL:
+            self._count_again(n_new)
             return self._finish("skip", f"only {n_new} labels newer than champion {champion_version}'s training "
                                         f"data; need {MIN_EVAL} to compare the two fairly")
         if min(counts["spam_new"], counts["ham_new"]) < MIN_PER_CLASS:
