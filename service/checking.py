@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import hmac
+import logging
 import random
 import time
 from typing import Any, Mapping, Sequence
@@ -22,6 +23,8 @@ from training.apikeys import KeyRecord
 from training.checks import CheckRecord
 from training.labels import LabelRecord
 from training.schema import Comment, ValidationError, parse_label, roles_of
+
+log = logging.getLogger("winnow.checking")
 
 
 class StoreUnavailable(Exception):
@@ -115,12 +118,13 @@ def check(comment: Comment, *, site: str, principal: KeyRecord | None, is_test: 
     trusted_role = next((r for r in roles_of(comment.user_role) if r in policy.trusted_roles), None) \
         if comment.user_role else None
     trusted = trusted_role is not None
+    answered = real
     if comment.honeypot and not trusted:
         # The site's hidden field, which no person sees, was filled in: a bot, whatever the text says. The model
-        # learns the signal from labels only, and none of its training data has it.
-        real = "spam"
+        # learns the signal from labels only, and none of its training data has it; its own verdict is what is
+        # stored, so a moderator's label on the check says whether the model was wrong.
+        answered = "spam"
         reasons = [{"signal": "honeypot filled", "weight": 0.0}] + reasons
-    answered = real
     if trusted:
         answered, discard = "ham", False
         reasons = [{"signal": f"trusted role: {trusted_role}", "weight": 0.0}] + reasons
@@ -196,8 +200,15 @@ def label_check(check_id: str, label: str, *, moderator: KeyRecord | str, site_s
         # The check itself must be in Redis first, or a later flush would put it back in the queue.
         if not svc.writer.flush(timeout=2.0):
             raise StoreUnavailable("the check is not stored yet")
-    return _store([label_store.for_check(record, label, by=_who(moderator), source=source)], expect=expect,
-                  expect_at=expect_at)[0]
+    stored = _store([label_store.for_check(record, label, by=_who(moderator), source=source)], expect=expect,
+                    expect_at=expect_at)[0]
+    if record.queued:
+        try:
+            svc.checks.drop_other_checks_of(record)
+        except redis.RedisError as exc:  # the label is stored; a queue read still shows the newer check
+            log.warning("check %s is labelled, but its comment's newer check could not leave the queue: %s",
+                        check_id, exc)
+    return stored
 
 
 def label_new(comment: Comment, label: str, *, moderator: KeyRecord | str, site: str,

@@ -134,12 +134,27 @@ def queue_keys(site: str, verdict: str) -> list[str]:
 
 
 def same_comment_key(record: CheckRecord) -> str:
-    """What makes two checks one comment for the queue: the site, the author's name and e-mail, the content. A
-    platform checks a comment again (the WordPress plugin's "Check for Spam" button rechecks every pending comment)
-    and a moderator should see it once, at its newest verdict."""
+    """What makes two checks one comment for the queue: the site, the author's name, e-mail and address, the post
+    and the content. A platform checks a comment again (the WordPress plugin's "Check for Spam" button rechecks
+    every pending comment) and a moderator should see it once, at its newest check."""
     c = record.comment
-    digest = hashlib.blake2b(orjson.dumps([record.site, c.author, c.author_email, c.content]), digest_size=16)
+    digest = hashlib.blake2b(orjson.dumps([record.site, c.author, c.author_email, c.user_ip, c.permalink, c.content]),
+                             digest_size=16)
     return rediskeys.SAME_COMMENT.format(digest=digest.hexdigest())
+
+
+# Name each comment's newest queued check: KEYS the comments' keys, ARGV the retention seconds then one check id per
+# key. Ids begin with their creation time in hex, so the greater id is the newer check, whatever order batches
+# reach Redis in (a buffer flushed after an outage, another web process).
+_NEWEST = """
+for i = 1, #KEYS do
+  local current = redis.call('GET', KEYS[i])
+  if (not current) or current < ARGV[i + 1] then
+    redis.call('SET', KEYS[i], ARGV[i + 1], 'EX', ARGV[1])
+  end
+end
+return #KEYS
+"""
 
 
 # Store a batch of checks. KEYS: the checks' hashes. ARGV: retention seconds, then per check its created_at and its
@@ -193,6 +208,7 @@ class CheckStore:
         self.redis = client
         self.retention_seconds = max(1, int(retention_days * 86400))
         self._put = client.register_script(_PUT)
+        self._newest = client.register_script(_NEWEST)
         self._drop_expired = client.register_script(_DROP_EXPIRED)
         self._release_trim = client.register_script(_RELEASE)
 
@@ -201,21 +217,15 @@ class CheckStore:
 
         Each record is one hash (`created_at` and the `record` JSON) with its expiry, all set by one script call;
         the batch's queue entries go in one ZADD per queue index and its activity counts in one HINCRBY per
-        counter. A busy web process so spends a handful of Redis commands on a batch, not a dozen per check.
+        counter, and a second script call names each queued comment's newest check (see `queue`). A busy web
+        process so spends a handful of Redis commands on a batch, not a dozen per check.
         """
         keys: list[str] = []
         args: list[Any] = [self.retention_seconds]
         queued: dict[tuple[str, str], list[str]] = {}  # (site, verdict) -> [rank, id, rank, id, ...]
         by_time: list[str] = []  # [created_at, id, ...]
         tally: dict[tuple[str, str, int], list] = {}  # (site, verdict, UTC day) -> [count, a time in that day]
-        records = list(records)
-        # A comment checked again takes the place of its earlier check in the queue: of a batch, only its newest
-        # check of each comment is queued, and an earlier batch's is taken out below.
-        newest: dict[str, CheckRecord] = {}
-        for r in records:
-            if r.queued:
-                newest[same_comment_key(r)] = r
-        queued_ids = {r.id for r in newest.values()}
+        same: list[str] = []  # each queued check's comment key, then its id: a queue read skips all but the newest
         for r in records:
             try:
                 document = r.to_json()
@@ -233,7 +243,9 @@ class CheckStore:
                 tally[group] = [1, r.created_at]
             else:
                 seen[0] += 1
-            if r.id in queued_ids:
+            if r.queued:
+                same.append(same_comment_key(r))
+                same.append(r.id)
                 members = queued.get((r.site, r.verdict))
                 if members is None:
                     members = queued[(r.site, r.verdict)] = []
@@ -265,30 +277,22 @@ class CheckStore:
             counters.times = count
             activity.count_check(counters, site=site, verdict=verdict, created_at=created_at)
         counters.emit(pipe)
-        for key, r in newest.items():  # each comment's newest check, answering the one it replaces
-            pipe.set(key, r.id, ex=self.retention_seconds, get=True)
+        if same:
+            pipe.evalsha(self._newest.sha, len(same) // 2, *same[::2], self.retention_seconds, *same[1::2])
         results = pipe.execute(raise_on_error=False)
-        if isinstance(results[0], redis.exceptions.NoScriptError):
+        failed = [x for x in results if isinstance(x, Exception)]
+        if failed and all(isinstance(x, redis.exceptions.NoScriptError) for x in failed):
             # A Redis that restarted or flushed its scripts; the rest went through.
             self._put(keys=keys, args=args)
+            if same:
+                self._newest(keys=same[::2], args=[self.retention_seconds, *same[1::2]])
             # A queue read between the two may have taken these ids for expired checks (no hash yet) and dropped
             # them: put them back, now that the hashes exist.
             with self.redis.pipeline(transaction=False) as again:
                 enqueue(again)
                 again.execute()
-        else:
-            failed = next((x for x in results if isinstance(x, Exception)), None)
-            if failed is not None:
-                raise failed
-        replaced = [(r.site, prev.decode()) for r, prev in zip(newest.values(), results[len(results) - len(newest):])
-                    if isinstance(prev, bytes) and prev.decode() != r.id]
-        if replaced:
-            with self.redis.pipeline(transaction=False) as out:
-                for site, old_id in replaced:
-                    for qkey in {k for v in VERDICTS for k in queue_keys(site, v)}:
-                        out.zrem(qkey, old_id)
-                    out.zrem(rediskeys.QUEUE_BY_TIME, old_id)
-                out.execute()
+        elif failed:
+            raise failed[0]
         return len(keys)
 
     def get(self, check_id: str) -> CheckRecord | None:
@@ -299,10 +303,11 @@ class CheckStore:
 
     def queue(self, *, site: str | None = None, verdict: str | None = None, limit: int = 50,
               cursor: str | None = None) -> tuple[list[CheckRecord], str | None]:
-        """Unlabelled checks, most uncertain first; ids whose check expired are dropped from the queue on the way.
+        """Unlabelled checks, most uncertain first; ids whose check expired, or whose comment was checked again
+        since, are dropped from the queue on the way (a comment is queued at its newest check).
 
-        Expired ids the trim has not reached yet are dropped here, for at most QUEUE_READ_SECONDS: past that the
-        page comes back short, with the cursor to go on from (the next read starts after what was dropped)."""
+        Ids the trim has not reached yet are dropped here, for at most QUEUE_READ_SECONDS: past that the page comes
+        back short, with the cursor to go on from (the next read starts after what was dropped)."""
         key = rediskeys.QUEUE.format(verdict=verdict or "all", site=site or ALL_SITES)
         out: list[CheckRecord] = []
         deadline = time.monotonic() + QUEUE_READ_SECONDS
@@ -312,17 +317,36 @@ class CheckStore:
             for member, _ in rows:
                 pipe.hgetall(rediskeys.CHECK.format(id=member))
             expired = []
+            found = []
             for (member, _), h in zip(rows, pipe.execute() if rows else []):
                 if h:
-                    out.append(CheckRecord.from_hash(h))
+                    found.append(CheckRecord.from_hash(h))
                 else:
                     expired.append(member)
+            newest = self.redis.mget([same_comment_key(r) for r in found]) if found else []
+            replaced = [r.id for r, n in zip(found, newest) if n is not None and n.decode() != r.id]
+            out.extend(r for r, n in zip(found, newest) if n is None or n.decode() == r.id)
             if expired:
                 # Only those still without a hash: one being written right now is not expired.
                 self._drop_expired(keys=[key], args=[_CHECK_KEY_PREFIX, *expired])
-            if not expired or next_cursor is None or len(out) >= limit or time.monotonic() > deadline:
+            if replaced:  # for good: a comment's newest check only ever gets newer
+                self.redis.zrem(key, *replaced)
+            if not (expired or replaced) or next_cursor is None or len(out) >= limit \
+                    or time.monotonic() > deadline:
                 return out, next_cursor
             cursor = next_cursor
+
+    def drop_other_checks_of(self, record: CheckRecord) -> None:
+        """A label on one check of a comment settles the comment: its newest check, when that is another one, leaves
+        the queue too (a platform reporting spam by the guid of the first check, after a recheck)."""
+        newest = self.redis.get(same_comment_key(record))
+        if newest is None or newest.decode() == record.id:
+            return
+        with self.redis.pipeline(transaction=False) as pipe:
+            for qkey in {k for v in VERDICTS for k in queue_keys(record.site, v)}:
+                pipe.zrem(qkey, newest)
+            pipe.zrem(rediskeys.QUEUE_BY_TIME, newest)
+            pipe.execute()
 
     def queue_size(self, *, site: str | None = None, verdict: str | None = None) -> int:
         return self.redis.zcard(rediskeys.QUEUE.format(verdict=verdict or "all", site=site or ALL_SITES))
