@@ -45,7 +45,8 @@ def _enqueue(url: str, func, *args) -> str:
         client.close()
 
 
-def test_the_worker_survives_a_redis_outage_during_a_job_and_stops_cleanly(tmp_path):
+def _start_worker(tmp_path: Path):
+    """A private Redis and `python -m training.worker` on it, logging to a file."""
     store = PrivateRedis(tmp_path / "redis").start()
     env = dict(os.environ, REDIS_URL=store.url, PYTHONUNBUFFERED="1", WINNOW_SECRET_KEY="test-secret",
                WINNOW_DATA_DIR=str(tmp_path / "var"))
@@ -53,10 +54,15 @@ def test_the_worker_survives_a_redis_outage_during_a_job_and_stops_cleanly(tmp_p
     log = open(log_path, "wb")
     process = subprocess.Popen([sys.executable, "-m", "training.worker", QUEUE], cwd=ROOT, env=env, stdout=log,
                                stderr=subprocess.STDOUT)
+    return store, process, log, log_path
+
+
+def test_the_worker_survives_a_redis_outage_during_a_job_and_stops_cleanly(tmp_path):
+    store, process, log, log_path = _start_worker(tmp_path)
     try:
         first = _enqueue(store.url, time.sleep, 0.1)
         assert wait_until(lambda: _finished(store.url, first), 30, 0.1), log_path.read_text()
-        busy = _enqueue(store.url, uses_redis, store.url, 30)
+        _enqueue(store.url, uses_redis, store.url, 30)
         assert wait_until(lambda: "uses_redis" in log_path.read_text(), 15, 0.1), log_path.read_text()
         store.stop()  # Redis crashes while the worker waits for its horse: `rq worker` would quit here
         time.sleep(4)
@@ -65,9 +71,38 @@ def test_the_worker_survives_a_redis_outage_during_a_job_and_stops_cleanly(tmp_p
         after = _enqueue(store.url, time.sleep, 0.1)
         assert wait_until(lambda: _finished(store.url, after), 60, 0.1), log_path.read_text()
         assert process.poll() is None
-        assert busy != after
         process.send_signal(signal.SIGTERM)
         assert process.wait(15) == 0, log_path.read_text()
         assert "the worker stopped" in log_path.read_text()
     finally:
+        end_process(process, log, store)
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(x) for x in path.read_text().split()] if path.exists() else []
+
+
+def test_a_stop_during_a_job_while_redis_is_away_ends_the_job_too(tmp_path):
+    """SIGTERM (honcho's Ctrl-C) while a retrain runs and Redis is down: the worker exits 0 and takes the job's
+    process with it. That process has a process group of its own, so nothing else would ever stop it."""
+    store, process, log, log_path = _start_worker(tmp_path)
+    children: list[int] = []
+    try:
+        _enqueue(store.url, time.sleep, 120)
+        assert wait_until(lambda: "sleep" in log_path.read_text(), 30, 0.1), log_path.read_text()
+        assert wait_until(lambda: len(_children(process.pid)) >= 2, 10, 0.1)  # the scheduler and the job
+        children = _children(process.pid)
+        store.stop()
+        time.sleep(0.5)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0, log_path.read_text()
+        assert wait_until(lambda: not [c for c in children if Path(f"/proc/{c}").exists()], 10, 0.1), (
+            children, log_path.read_text())
+    finally:
+        for child in children:
+            try:
+                os.kill(child, signal.SIGKILL)
+            except OSError:
+                pass
         end_process(process, log, store)

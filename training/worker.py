@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+import threading
 import time
 
 import redis
@@ -32,25 +33,41 @@ MAX_BACKOFF_SECONDS = 30.0
 MAINTENANCE_SECONDS = 60
 
 
-def _stop(signum, frame):
-    raise StopRequested()
+_STOP = threading.Event()  # set by SIGTERM or Ctrl-C outside rq's own handling
+
+
+def _stop(signum, frame) -> None:
+    _STOP.set()
 
 
 def _stopped_on_request(worker: Worker | None) -> bool:
     # rq notes the time of a SIGTERM/SIGINT (warm shutdown) whether it stopped at once or after the running job.
-    return worker is not None and (getattr(worker, "_stop_requested", False)
-                                   or getattr(worker, "_shutdown_requested_date", None) is not None)
+    return _STOP.is_set() or worker is not None and (getattr(worker, "_stop_requested", False)
+                                                      or getattr(worker, "_shutdown_requested_date", None) is not None)
 
 
-def _end_horse(worker: Worker | None) -> None:
-    """A worker that quit mid-job leaves its horse running: end it, so two horses never run side by side."""
-    if worker is None or not getattr(worker, "horse_pid", 0):
+def _clean_up(worker: Worker | None) -> None:
+    """What rq's teardown leaves behind when Redis fails under it (it leaves the registry first, and stops there):
+    the horse of the job it was running (in a process group of its own, so honcho's stop never reaches it), its
+    scheduler process and its pubsub thread, which would otherwise live on, one more of each per outage. Each step
+    is tried whatever the others do; a stop asked for meanwhile is only noted (see _stop)."""
+    if worker is None:
         return
-    try:
-        worker.kill_horse()
-        worker.wait_for_horse()
-    except Exception as exc:  # already gone, or not ours to wait for
-        log.debug("could not end the old worker's horse: %s", exc)
+    steps = []
+    if getattr(worker, "horse_pid", 0):
+        steps.append(("the job's horse", lambda: (worker.kill_horse(), worker.wait_for_horse())))
+    scheduler = getattr(worker, "scheduler", None)
+    if scheduler is not None and scheduler._process is not None and scheduler._process.is_alive():
+        steps.append(("the scheduler", worker.stop_scheduler))
+    thread = getattr(worker, "pubsub_thread", None)
+    if thread is not None and thread.is_alive():
+        # Not worker.unsubscribe(): it tells Redis first, and with Redis away it stops there, the thread running.
+        steps.append(("the pubsub thread", lambda: (thread.stop(), thread.join(timeout=1), worker.pubsub.close())))
+    for what, step in steps:
+        try:
+            step()
+        except Exception as exc:  # already gone, or Redis refusing the goodbye
+            log.debug("could not end %s of the old worker: %s", what, exc)
 
 
 def run(redis_url: str, queue: str, *, max_backoff: float = MAX_BACKOFF_SECONDS,
@@ -59,29 +76,27 @@ def run(redis_url: str, queue: str, *, max_backoff: float = MAX_BACKOFF_SECONDS,
     while True:
         started = time.monotonic()
         worker: Worker | None = None
+        why = "it quit"
         try:
             connection = redis.Redis.from_url(redis_url, socket_connect_timeout=5, health_check_interval=30)
             worker = worker_class([queue], connection=connection, maintenance_interval=MAINTENANCE_SECONDS)
             worker.work(with_scheduler=True, logging_level="INFO")
-            if _stopped_on_request(worker):
-                return 0
-            why = "it quit"
         except (StopRequested, KeyboardInterrupt):
-            return 0
+            _STOP.set()
         except redis.RedisError as exc:  # starting, or leaving rq's registry, while Redis is away
-            if _stopped_on_request(worker):
-                return 0
             why = f"Redis: {exc}"
-        _end_horse(worker)
-        # rq's handlers name the old worker; until the next one starts, a signal simply stops the process.
-        signal.signal(signal.SIGTERM, _stop)
-        signal.signal(signal.SIGINT, _stop)
+        finally:
+            # rq's handlers name the old worker: from here a signal only asks this loop to stop, after the clean-up.
+            signal.signal(signal.SIGTERM, _stop)
+            signal.signal(signal.SIGINT, _stop)
+            _clean_up(worker)
+        if _stopped_on_request(worker):
+            log.info("the worker stopped on request")
+            return 0
         if time.monotonic() - started > 2 * max_backoff:
             backoff = 1.0  # it ran a good while: this is a new outage
         log.warning("the worker stopped (%s); starting a new one in %.0f s", why, backoff)
-        try:
-            time.sleep(backoff)
-        except (StopRequested, KeyboardInterrupt):
+        if _STOP.wait(backoff):
             return 0
         backoff = min(max_backoff, backoff * 2)
 
