@@ -43,7 +43,8 @@ def r():
 def settings(tmp_path, monkeypatch):
     env = {"WINNOW_REDIS_URL": LOOP_REDIS_URL, "WINNOW_SECRET_KEY": SECRET, "WINNOW_DATA_DIR": str(tmp_path),
            "WINNOW_MODELS_DIR": str(tmp_path / "models"), "WINNOW_RETRAIN_LOCK_SECONDS": "3",
-           "WINNOW_RETRAIN_AFTER_LABELS": "50", "WINNOW_RETRAIN_AFTER_OVERTURNS": "5"}
+           "WINNOW_RETRAIN_AFTER_LABELS": "50", "WINNOW_RETRAIN_AFTER_OVERTURNS": "5",
+           "WINNOW_UPDATE_ABOVE_LABELS": "0"}  # quick updates at test sizes; see the test of the setting
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     return Settings.from_env()
@@ -483,6 +484,21 @@ def test_the_schedule_is_data_rq_cron_accepts(r, settings):
     assert jobs.scheduled_retrain() == first
     assert jobs.recover_retrain() is None
     assert Queue(settings.queue_name, connection=r).job_ids == [first]
+
+
+def test_a_small_deployment_refits_on_every_label_rather_than_updating(r, settings, backwards_model):
+    """Up to WINNOW_UPDATE_ABOVE_LABELS (2,000 by default) a refit takes seconds and learns a new campaign from its
+    few dozen labels better than an update: the same state as the test below refits, and says why."""
+    small = dataclasses.replace(settings, update_above_labels=Settings().update_above_labels)
+    assert small.update_above_labels == 2000
+    seed_champion(r, small, backwards_model)
+    store_labels(r, campaign(300, seed=16))
+    assert jobs.run_retrain(r, small)["mode"] == "full"
+    store_labels(r, [(c.replace(content=c.content.replace("glimmerwave", "zentrofix")), label)
+                     for c, label in campaign(30, seed=17, start=1000)], start_at=1_700_000_000.0 + 1000)
+    record = jobs.run_retrain(r, small, reason="new wave")
+    assert record["mode"] == "full" and record["decision"] == "promote", record
+    assert "330 labels in all, not above WINNOW_UPDATE_ABOVE_LABELS (2000)" in record["incremental_declined"]
 
 
 def test_a_few_new_labels_update_the_champion_incrementally(r, settings, backwards_model):

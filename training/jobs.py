@@ -700,6 +700,11 @@ class _Retrain:
         total, new = store.count(self.site), store.count_since(since, self.site)
         if new > min(INCREMENTAL_MAX, INCREMENTAL_SHARE * total):
             return None
+        if total <= self.settings.update_above_labels:
+            self.record["incremental_declined"] = (
+                f"{total} labels in all, not above WINNOW_UPDATE_ABOVE_LABELS ({self.settings.update_above_labels}): a "
+                "refit on every label is quick at this size, and learns new labels better than an update")
+            return None
         return since
 
     def _run_incremental(self, champion, champion_version: str, champion_info: dict, since: float) -> dict:

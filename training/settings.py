@@ -47,6 +47,9 @@ class Settings:
     # Learning loop
     retrain_after_labels: int = 50
     retrain_after_overturns: int = 10
+    # Up to this many labels every retrain refits on all of them (tens of seconds), never a quick update: a refit
+    # learns a new campaign from a few dozen labels, where an update on them alone learns it only in part.
+    update_above_labels: int = 2000
     retrain_cron: str = "0 3 * * *"  # nightly at 03:00 UTC
     gate_mcc_tolerance: float = 0.01
     keep_versions: int = 10
@@ -119,7 +122,7 @@ class Settings:
         for name in ("retention_days", "write_buffer_size", "keep_versions", "retrain_lock_seconds"):
             if getattr(self, name) < 1:
                 raise ValueError(f"WINNOW_{name.upper()}={getattr(self, name)} must be at least 1")
-        for name in ("retrain_after_labels", "retrain_after_overturns", "proxy_hops"):
+        for name in ("retrain_after_labels", "retrain_after_overturns", "update_above_labels", "proxy_hops"):
             if getattr(self, name) < 0:
                 raise ValueError(f"WINNOW_{name.upper()}={getattr(self, name)} must not be negative")
         for name in ("auth_cache_seconds", "site_cache_seconds", "model_poll_seconds", "gate_mcc_tolerance"):
