@@ -163,7 +163,9 @@ def label_to_served(url: str, client: redis.Redis, n: int, pool, workdir: Path, 
     seen: set = set()  # the new batch must not repeat a stored text, or it would not count as new labels
     store(client, pool, n, base, seed=n, seen=seen)
     stored_s = time.perf_counter() - started
-    sample = list(resampled(pool, min(CHAMPION_SAMPLE, n), seed=7))
+    # The first of the stored labels (the same seed draws the same texts): a champion fitted on the labels it
+    # covers, as a deployment's is, so a refit on them is judged like with like.
+    sample = list(resampled(pool, min(CHAMPION_SAMPLE, n), seed=n))
     champion = train([c for c, _ in sample], [label for _, label in sample])
     registry = Registry.from_settings(client, settings)
     registry.publish(champion, {"kind": "retrain", "trained_until": base + n / 1000, "counts": {"labels": n},
