@@ -97,6 +97,36 @@ def test_pages_need_a_session_and_sign_in_leads_back(app, keys):
         assert f'data-page="{name}"' in page.get_data(as_text=True)
 
 
+def test_a_session_from_a_node_with_another_secret_is_logged_not_silently_looped(app, keys, client_redis, tmp_path,
+                                                                                caplog):
+    """Behind a load balancer, a node whose WINNOW_SECRET_KEY differs sends moderators back to sign-in: its log says
+    why, once a minute at most, where it said nothing."""
+    from service.console import session as console_session
+
+    client = app.test_client()
+    sign_in(client, keys["moderator"])
+    cookie = client.get_cookie("winnow_console").value
+    settings = Settings(redis_url="redis://unused", secret_key="another-secret", data_dir=tmp_path / "b",
+                        models_dir=tmp_path / "b")
+    other = create_app(settings, redis_client=client_redis, serving=ServingModel.fixed(_model(), "v1"))
+    twin = _app(client_redis, tmp_path / "c")
+    try:
+        same = twin.test_client()
+        same.set_cookie("winnow_console", cookie)
+        assert same.get("/moderate/queue").status_code == 200  # the same secret: the session holds on any node
+        console_session._warned_at = -console_session._WARN_EVERY
+        caplog.set_level("WARNING", logger="winnow.console")
+        stranger = other.test_client()
+        stranger.set_cookie("winnow_console", cookie)
+        for _ in range(3):
+            assert stranger.get("/moderate/queue").headers["Location"].endswith("/moderate/sign-in?next=queue")
+        warnings = [r.getMessage() for r in caplog.records if r.name == "winnow.console"]
+        assert len(warnings) == 1 and "WINNOW_SECRET_KEY" in warnings[0]
+    finally:
+        for node in (other, twin):
+            node.extensions["winnow"].writer.stop(timeout=1)
+
+
 def test_the_top_bar_shows_a_key_names_control_characters_as_markers(app):
     token, _ = app.extensions["winnow"].keys.create(role="moderator", name="<b>evil\u202e</b>")
     client = app.test_client()
