@@ -80,7 +80,7 @@ _COMMENT_FIELDS: dict[str, dict] = {
     "created_at": {"type": "string", "format": "date-time"},
     "post_title": {"type": "string"},
     "post_text": {"type": "string"},
-    "honeypot": {"type": ["boolean", "null"], "description": "True when the site's hidden honeypot field was filled."},
+    "honeypot": {"type": ["boolean", "null"], "description": "True when the site's hidden honeypot field was filled: the comment is then answered spam (unless a trusted role), with the reason \"honeypot filled\"."},
     "time_to_submit": {"type": ["number", "null"], "minimum": 0,
                        "description": "Seconds between page render and submit."},
     "user_role": {"type": "string", "description": "The author's role on the site, or several comma-separated; a comment with any of the site's trusted roles is answered ham."},
