@@ -477,6 +477,8 @@ def test_settings_another_process_just_wrote_are_no_index_warning(r, caplog):
 
     sites = SiteStore(r, Settings())
     directory = Directory(r, KeyStore(r), sites)
+    # No background reader: it could read again between the two steps below and take the test's own refresh.
+    directory.ensure_running = lambda: None
     directory.refresh()
     SiteStore(r, Settings()).update("https://new.example.com", {"shadow": True})  # another process, via the API
     assert not sites.policy("https://new.example.com").shadow  # this copy is older than the change
