@@ -147,6 +147,7 @@ def test_a_comment_checked_again_is_queued_once_at_its_newest_check(r):
 
     store.write([check(1, "buy now"), check(2, "hello there")])
     store.write([check(3, "buy now", verdict="spam")])  # rechecked later, by a newer model: another verdict
+    assert store.queue_size() == 2 and store.queue_size(site=site, verdict="unsure") == 1  # counted once, at once
     assert queued(site=site) == ["c0002", "c0003"]
     assert queued(site=site, verdict="unsure") == ["c0002"] and queued(verdict="spam") == ["c0003"]
     assert store.get("c0001").comment.content == "buy now"  # still there by its id (a label by id, a guid)
@@ -155,12 +156,12 @@ def test_a_comment_checked_again_is_queued_once_at_its_newest_check(r):
     store.write([check(5, "twice"), check(4, "twice")])
     store.write([check(7, "late")])
     store.write([check(6, "late")])
-    assert queued(site=site) == ["c0002", "c0003", "c0005", "c0007"]
+    assert queued(site=site) == ["c0002", "c0003", "c0005", "c0007"] and store.queue_size() == 4
     # A write retried after a failure, or replayed without its scripts, changes nothing.
     store.write([check(1, "buy now"), check(3, "buy now", verdict="spam")])
     r.script_flush()
     store.write([check(1, "buy now")])
-    assert queued(site=site) == ["c0002", "c0003", "c0005", "c0007"]
+    assert queued(site=site) == ["c0002", "c0003", "c0005", "c0007"] and store.queue_size() == 4
     # Another author, another site, or a test or trusted check is no recheck of it.
     store.write([check(8, "hello there", author="Al"), check(9, "hello there", site=other),
                  check(10, "hello there", is_test=True)])
@@ -168,6 +169,40 @@ def test_a_comment_checked_again_is_queued_once_at_its_newest_check(r):
     # A label on the first check settles the comment: its newer check leaves the queue as well.
     store.drop_other_checks_of(store.get("c0001"))
     assert queued(site=site) == ["c0002", "c0005", "c0007", "c0008"]
+
+
+def test_a_labelled_comment_checked_again_stays_out_of_the_queue_until_its_label_is_taken_back(r):
+    """A comment a moderator has labelled, checked again by the platform ("Check for Spam"), is not queued for a
+    second label; taking the label back (undo) queues the comment again, at its newest check, whichever check the
+    label was given by."""
+    from training import labels as label_store
+    from training.labels import LabelStore
+
+    store, labels = CheckStore(r), LabelStore(r)
+
+    def check(i: int, content: str, verdict: str = "unsure") -> CheckRecord:
+        return dataclasses.replace(record(i, verdict=verdict, answered=verdict), comment=Comment(content=content))
+
+    def queued() -> list[str]:
+        return sorted(c.id for c in store.queue()[0])
+
+    store.write([check(1, "first"), check(2, "second")])
+    labels.put(label_store.for_check(store.get("c0001"), "spam", by="mo"))
+    store.write([check(3, "first", verdict="spam"), check(4, "second")])
+    assert queued() == ["c0004"] and store.queue_size() == 1
+    assert labels.remove("c0001", by="mo") is not None
+    assert queued() == ["c0001", "c0004"]  # "first" was never checked again after its label: back as it was
+    # A label given by the older check's id (the guid the platform kept), taken back: the newer check returns.
+    labels.put(label_store.for_check(store.get("c0002"), "ham", by="mo"))
+    store.drop_other_checks_of(store.get("c0002"))
+    assert queued() == ["c0001"]
+    assert labels.remove("c0002", by="mo") is not None
+    assert queued() == ["c0001", "c0004"] and store.queue_size() == 2
+    # Unless the newer check carries a label of its own: the comment stays settled.
+    labels.put(label_store.for_check(store.get("c0004"), "ham", by="mo"))
+    labels.put(label_store.for_check(store.get("c0002"), "ham", by="mo"))
+    assert labels.remove("c0002", by="mo") is not None
+    assert queued() == ["c0001"] and store.queue_size() == 1
 
 
 def test_trim_drops_expired_checks_from_every_queue_index(r):

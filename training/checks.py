@@ -143,18 +143,39 @@ def same_comment_key(record: CheckRecord) -> str:
     return rediskeys.SAME_COMMENT.format(digest=digest.hexdigest())
 
 
-# Name each comment's newest queued check: KEYS the comments' keys, ARGV the retention seconds then one check id per
-# key. Ids begin with their creation time in hex, so the greater id is the newer check, whatever order batches
-# reach Redis in (a buffer flushed after an outage, another web process).
+# Keep each comment queued once, at its newest check. KEYS: the comments' keys. ARGV: the retention seconds, the
+# label key prefix, the queue key prefix, the all-sites name, the queue-by-time key, then per key a check id and its
+# site. Ids begin with their creation time in hex, so the greater id is the newer check, whatever order batches
+# reach Redis in (a buffer flushed after an outage, another web process): the comment's key names the newest and the
+# older check leaves the queue. A comment a moderator has labelled already (by any of its checks) is not queued
+# again when it is checked again, and a check that carries a label itself (a write retried after the label) leaves.
 _NEWEST = """
-for i = 1, #KEYS do
-  local current = redis.call('GET', KEYS[i])
-  if (not current) or current < ARGV[i + 1] then
-    redis.call('SET', KEYS[i], ARGV[i + 1], 'EX', ARGV[1])
+local ttl, label_prefix, queue_prefix, all_sites, by_time = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local verdicts = {'all', 'ham', 'unsure', 'spam'}
+local function unqueue(id, site)
+  for _, s in ipairs({site, all_sites}) do
+    for _, v in ipairs(verdicts) do redis.call('ZREM', queue_prefix .. v .. ':' .. s, id) end
   end
+  redis.call('ZREM', by_time, id)
+end
+for i = 1, #KEYS do
+  local id, site = ARGV[4 + 2 * i], ARGV[5 + 2 * i]
+  local current = redis.call('GET', KEYS[i])
+  if current and current ~= id and redis.call('EXISTS', label_prefix .. current) == 1 then
+    unqueue(id, site)
+  elseif (not current) or current < id then
+    redis.call('SET', KEYS[i], id, 'EX', ttl)
+    if current then unqueue(current, site) end
+  elseif current > id then
+    unqueue(id, site)
+  end
+  if redis.call('EXISTS', label_prefix .. id) == 1 then unqueue(id, site) end
 end
 return #KEYS
 """
+assert rediskeys.QUEUE.endswith("{verdict}:{site}") and rediskeys.LABEL.endswith("{id}")  # as the script builds them
+_NEWEST_ARGS = (rediskeys.LABEL.format(id=""), rediskeys.QUEUE.split("{verdict}")[0], ALL_SITES,
+                rediskeys.QUEUE_BY_TIME)
 
 
 # Store a batch of checks. KEYS: the checks' hashes. ARGV: retention seconds, then per check its created_at and its
@@ -217,7 +238,7 @@ class CheckStore:
 
         Each record is one hash (`created_at` and the `record` JSON) with its expiry, all set by one script call;
         the batch's queue entries go in one ZADD per queue index and its activity counts in one HINCRBY per
-        counter, and a second script call names each queued comment's newest check (see `queue`). A busy web
+        counter, and a second script call keeps each comment queued once, at its newest check (_NEWEST). A busy web
         process so spends a handful of Redis commands on a batch, not a dozen per check.
         """
         keys: list[str] = []
@@ -225,7 +246,7 @@ class CheckStore:
         queued: dict[tuple[str, str], list[str]] = {}  # (site, verdict) -> [rank, id, rank, id, ...]
         by_time: list[str] = []  # [created_at, id, ...]
         tally: dict[tuple[str, str, int], list] = {}  # (site, verdict, UTC day) -> [count, a time in that day]
-        same: list[str] = []  # each queued check's comment key, then its id: a queue read skips all but the newest
+        same: list = []  # each queued check's comment key, then (its id, its site): see _NEWEST
         for r in records:
             try:
                 document = r.to_json()
@@ -245,7 +266,7 @@ class CheckStore:
                 seen[0] += 1
             if r.queued:
                 same.append(same_comment_key(r))
-                same.append(r.id)
+                same.append((r.id, r.site))
                 members = queued.get((r.site, r.verdict))
                 if members is None:
                     members = queued[(r.site, r.verdict)] = []
@@ -277,20 +298,21 @@ class CheckStore:
             counters.times = count
             activity.count_check(counters, site=site, verdict=verdict, created_at=created_at)
         counters.emit(pipe)
+        newest_args = [self.retention_seconds, *_NEWEST_ARGS, *(x for pair in same[1::2] for x in pair)]
         if same:
-            pipe.evalsha(self._newest.sha, len(same) // 2, *same[::2], self.retention_seconds, *same[1::2])
+            pipe.evalsha(self._newest.sha, len(same) // 2, *same[::2], *newest_args)
         results = pipe.execute(raise_on_error=False)
         failed = [x for x in results if isinstance(x, Exception)]
         if failed and all(isinstance(x, redis.exceptions.NoScriptError) for x in failed):
             # A Redis that restarted or flushed its scripts; the rest went through.
             self._put(keys=keys, args=args)
-            if same:
-                self._newest(keys=same[::2], args=[self.retention_seconds, *same[1::2]])
             # A queue read between the two may have taken these ids for expired checks (no hash yet) and dropped
-            # them: put them back, now that the hashes exist.
+            # them: put them back, now that the hashes exist, and only then keep each comment queued once.
             with self.redis.pipeline(transaction=False) as again:
                 enqueue(again)
                 again.execute()
+            if same:
+                self._newest(keys=same[::2], args=newest_args)
         elif failed:
             raise failed[0]
         return len(keys)
@@ -304,7 +326,7 @@ class CheckStore:
     def queue(self, *, site: str | None = None, verdict: str | None = None, limit: int = 50,
               cursor: str | None = None) -> tuple[list[CheckRecord], str | None]:
         """Unlabelled checks, most uncertain first; ids whose check expired, or whose comment was checked again
-        since, are dropped from the queue on the way (a comment is queued at its newest check).
+        since (a write takes those out itself, but not one stored before it did), are dropped on the way.
 
         Ids the trim has not reached yet are dropped here, for at most QUEUE_READ_SECONDS: past that the page comes
         back short, with the cursor to go on from (the next read starts after what was dropped)."""

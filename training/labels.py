@@ -18,7 +18,7 @@ import orjson
 import redis
 
 from training import activity, pages, rediskeys
-from training.checks import ALL_SITES, CheckRecord, queue_keys, stored_comment
+from training.checks import ALL_SITES, CheckRecord, queue_keys, same_comment_key, stored_comment, uncertainty
 from training.schema import LABELS, Comment
 
 log = logging.getLogger("winnow.labels")
@@ -73,12 +73,13 @@ return {old or '', now}
 
 
 # Atomic undo of a label: the hash and its index entries go, the audit trail gets a "to": null entry, and a label
-# given to a check that is still stored puts that check back into the moderation queue. Returns the label taken back.
+# given to a check that is still stored puts the comment back into the moderation queue (at its newest check: see
+# LabelStore._requeued). Returns the label taken back.
 # KEYS: label hash, audit list, overturns, idx all/site, idx all/*, idx ham/site, idx ham/*, idx spam/site,
-#       idx spam/*, then (for a check's label) the check hash, the set naming the queue indices, the check's queue
-#       indices and the queue's time index.
-# ARGV: id, audit entry without "at", "from" and its closing brace, queue rank, the label expected now and the
-# stamp it must carry ("" for any). Stamped with Redis's clock, as puts. When the condition does not hold, nothing
+#       idx spam/*, then (when a check goes back in the queue) that check's hash, the set naming the queue indices,
+#       its queue indices and the queue's time index.
+# ARGV: id, audit entry without "at", "from" and its closing brace, queue rank, the label expected now, the
+# stamp it must carry ("" for any) and the id of the check that goes back in the queue. Stamped with Redis's clock, as puts. When the condition does not hold, nothing
 # changes and the answer is {current label, who labelled it}.
 _REMOVE = """
 local old = redis.call('HGET', KEYS[1], 'label')
@@ -96,10 +97,10 @@ if #KEYS > 10 then
   local created = redis.call('HGET', KEYS[10], 'created_at')
   if created then
     for i = 12, #KEYS - 1 do
-      redis.call('ZADD', KEYS[i], ARGV[3], ARGV[1])
+      redis.call('ZADD', KEYS[i], ARGV[3], ARGV[6])
       redis.call('SADD', KEYS[11], KEYS[i])
     end
-    redis.call('ZADD', KEYS[#KEYS], created, ARGV[1])
+    redis.call('ZADD', KEYS[#KEYS], created, ARGV[6])
   end
 end
 return old
@@ -268,38 +269,55 @@ class LabelStore:
         """Take a label back (a moderator's undo): it stops being training data, the audit trail says who took it
         back, and a check's label puts the check back in the queue. None when there was no such label; with
         `expect` (the label it must have now), LabelConflict when it has another and nothing changes."""
-        from training.checks import uncertainty
-
         record = self.get(label_id)
         if record is None:
             return None
         keys = [rediskeys.LABEL.format(id=record.id), rediskeys.LABEL_AUDIT.format(id=record.id), rediskeys.OVERTURNS]
         for label in ("all", "ham", "spam"):
             keys += [_index(label, record.site), _index(label, ALL_SITES)]
-        if record.check_id and self._requeues(record.check_id):
-            keys += [rediskeys.CHECK.format(id=record.check_id), rediskeys.QUEUE_INDEXES]
-            keys += queue_keys(record.site, record.verdict or "unsure") + [rediskeys.QUEUE_BY_TIME]
+        requeued = self._requeued(record)
+        if requeued is not None:
+            keys += [rediskeys.CHECK.format(id=requeued.id), rediskeys.QUEUE_INDEXES]
+            keys += queue_keys(requeued.site, requeued.verdict or "unsure") + [rediskeys.QUEUE_BY_TIME]
         # The site too: once the label is gone, its trail is all that says whose it was (site-scoped reads).
         audit = json.dumps({"by": by, "to": None, "source": source, "site": record.site})[:-1]
-        rank = uncertainty(record.score if record.score is not None else 0.5)
+        rank = uncertainty(requeued.score if requeued is not None and requeued.score is not None else 0.5)
         stamp = "" if expect_at is None or not expect else repr(float(expect_at))
-        old = self._remove(keys=keys, args=[record.id, audit, repr(rank), expect, stamp])
+        old = self._remove(keys=keys, args=[record.id, audit, repr(rank), expect, stamp,
+                                            requeued.id if requeued is not None else ""])
         if not old:
             return None
         if isinstance(old, list):
             raise LabelConflict(record.id, old[0].decode(), old[1].decode(), expect)
         return dataclasses.replace(record, previous=old.decode() if isinstance(old, bytes) else old)
 
-    def _requeues(self, check_id: str) -> bool:
-        """Whether taking back the label of this check puts it back in the queue: only a check that was queued
-        (not a trusted author's; test checks are never labelled) and is still kept."""
-        stored = self.redis.hgetall(rediskeys.CHECK.format(id=check_id))
+    def _requeued(self, record: LabelRecord) -> CheckRecord | LabelRecord | None:
+        """What taking back this label puts back in the queue: only a check's label does, of a check that was
+        queued (not a trusted author's; test checks are never labelled) and is still kept. The comment goes back at
+        its newest check: when it was checked again after the labelled check, that newer check (unless a label of
+        its own settles the comment), else the labelled check itself."""
+        if not record.check_id:
+            return None
+        stored = self.redis.hgetall(rediskeys.CHECK.format(id=record.check_id))
         if not stored:
-            return False
+            return None
         try:
-            return CheckRecord.from_hash(stored).queued
+            check = CheckRecord.from_hash(stored)
         except (ValueError, KeyError, TypeError):  # unreadable: requeue it as before, a moderator can label it again
-            return True
+            return record
+        if not check.queued:
+            return None
+        newest = self.redis.get(same_comment_key(check))
+        newest = newest.decode() if newest is not None else check.id
+        if newest == check.id:
+            return record
+        if self.redis.exists(rediskeys.LABEL.format(id=newest)):
+            return None
+        stored = self.redis.hgetall(rediskeys.CHECK.format(id=newest))
+        try:
+            return CheckRecord.from_hash(stored) if stored else record
+        except (ValueError, KeyError, TypeError):
+            return record
 
     def get(self, label_id: str) -> LabelRecord | None:
         if not label_id or len(label_id) > 64:
