@@ -708,9 +708,11 @@ def _http_error(exc: HTTPException) -> Response:
 @bp.errorhandler(redis.RedisError)
 def _unavailable(exc: Exception) -> Response:
     # Nothing was stored. Every client treats a 5xx as "try again": the WordPress plugin holds the comment for
-    # moderation and rechecks it later, the SDKs raise.
+    # moderation and rechecks it later, the SDKs raise. X-akismet-error is the protocol's own "anticipated error"
+    # (the WordPress plugin and Discourse's hold the comment for a moderator on it, whatever the status).
     log.warning("akismet %s unavailable: %s", request.path, exc)
-    return text("Service temporarily unavailable; retry later.", status=503, headers={"Retry-After": "5"})
+    return text("Service temporarily unavailable; retry later.", status=503,
+                headers={"Retry-After": "5", "X-akismet-error": "Winnow's store is unavailable; retry later."})
 
 
 def _limiter_principal(fallback: Callable[[], object] | None) -> Callable[[], object]:

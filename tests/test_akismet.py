@@ -769,7 +769,7 @@ def test_redis_outage_still_answers_known_keys_and_keeps_the_counts(tmp_path):
         during = web.post("/1.1/comment-check", data=form)
         assert (during.status_code, during.data) == (200, b"false") and during.headers["X-akismet-guid"]
         unknown = web.post("/1.1/comment-check", data={**form, "api_key": "qqqqqqqqqqqq"})
-        assert unknown.status_code == 503 and unknown.headers["Retry-After"]
+        assert unknown.status_code == 503 and unknown.headers["Retry-After"] and unknown.headers["X-akismet-error"]
         assert unknown.headers["Content-Type"].startswith("text/plain")
         assert usage.flush() is False  # kept, not lost
         private.start()
