@@ -319,9 +319,16 @@ def test_cli_lists_promotes_and_rolls_back(registry, models, settings, monkeypat
         monkeypatch.setenv(name, value)
     v1 = registry.publish(models[0], {"kind": "test"}, promoted_by="t", reason="one", promote=True)
     v2 = registry.publish(models[1], {"kind": "test"}, promoted_by="t", reason="two")
+    one_class = {"metrics": {"challenger": {"mcc": 0.0, "roc_auc": None}, "champion": {"mcc": 0.0, "roc_auc": None}}}
+    v3 = registry.publish(models[1], one_class, promoted_by="t", reason="the judged labels are all spam")
+    judged = {"metrics": {"challenger": {"mcc": 0.8125, "roc_auc": 0.97}}}
+    v4 = registry.publish(models[1], judged, promoted_by="t", reason="better")
     assert main(["models", "list"]) == 0
     out = capsys.readouterr().out
     assert f"* {v1}" in out and f"  {v2}" in out
+    lines = {line.split()[0]: line for line in out.splitlines()[1:]}
+    assert " n/a " in lines[v3] and " 0.0000 " not in lines[v3]  # an MCC judged on one class tells nothing
+    assert " 0.8125 " in lines[v4]
     assert main(["models", "promote", v2, "--reason", "try it"]) == 0
     assert registry.current_version() == v2 and registry.get(v2)["promoted_by"].startswith("cli")
     assert main(["models", "rollback"]) == 0 and registry.current_version() == v1

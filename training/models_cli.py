@@ -101,14 +101,17 @@ def cmd_list(args) -> int:
         return 0
     print(f"  {'version':<8} {'created (UTC)':<19} {'status':<9} {'labels':>7} {'mcc':>7}  promoted by / reason")
     for m in versions:
-        mcc = ((m.get("metrics") or {}).get("challenger") or {}).get("mcc")
+        judged = (m.get("metrics") or {}).get("challenger") or {}
+        mcc = judged.get("mcc")
+        # Judged on labels of one class (no ROC AUC then), every model has an MCC of 0: the reason says what counted.
+        shown = "-" if mcc is None else "n/a" if "roc_auc" in judged and judged["roc_auc"] is None else f"{mcc:.4f}"
         labels = (m.get("counts") or {}).get("labels", "-")
         mark = "*" if m["serving"] else " "
         note = m.get("promoted_by") or m.get("published_by") or ""
         if m.get("promote_reason"):
             note += f": {m['promote_reason']}"
         print(f"{mark} {m['version']:<8} {_when(m.get('created_at')):<19} {m.get('status', ''):<9} {labels!s:>7} "
-              f"{'-' if mcc is None else format(mcc, '.4f'):>7}  {note}")
+              f"{shown:>7}  {note}")
     return 0
 
 
