@@ -19,7 +19,7 @@ blueprint = Blueprint("models_api", __name__, url_prefix="/api/v1")
 
 _VERSION = re.compile(r"^v[0-9]{1,12}$")
 # Retrain jobs only: the queue also runs the clock's own jobs, whose ids and results are nobody's business.
-_JOB_ID = re.compile(r"^retrain-[0-9]{1,18}$")
+_JOB_ID = re.compile(r"^(retrain|here)-[0-9]{1,18}$")  # here-N: a run in a shell (winnow retrain --now)
 _MAX_REASON = 500
 
 

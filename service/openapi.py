@@ -258,7 +258,8 @@ _API_PATHS: dict[str, dict] = {
         description=_GLOBAL_ONLY)},
     "/api/v1/jobs/{job_id}": {"get": _op(
         "A background job's status and progress", _MOD, {"200": _ok(_ref("Job")), "404": _ERR}, tag="models",
-        params=[_path_param("job_id", "The job_id a retrain answered.")])},
+        params=[_path_param("job_id", "The job_id a retrain answered, or a `here-N` run a pending job "
+                                                "waits for (`winnow retrain --now`, in a shell).")])},
 }
 
 

@@ -261,13 +261,17 @@ def test_a_run_in_a_shell_is_the_flight_and_starts_the_follow_up_asked_meanwhile
     here = jobs._text(r.get(keys.RETRAIN_ACTIVE))
 
     asked = jobs.enqueue_retrain(r, settings, reason="labels meanwhile")
-    assert jobs.job_status(r, asked)["status"] == "pending"
+    assert jobs.job_status(r, asked)["status"] == "pending" and here in jobs.job_status(r, asked)["stage"]
+    assert jobs.job_status(r, here)["status"] == "started"  # the run it waits for can be looked up too
+    assert jobs.job_status(r, "here-999999") is None
     assert Queue(settings.queue_name, connection=r).count == 0
     with pytest.raises(jobs.RetrainBusy, match=here):
         jobs.run_here(r, settings)  # a second shell is refused at once
     release.set()
     shell.join(30)
     assert records and records[0]["job_id"] == here and records[0]["decision"] == "promote"
+    ended = jobs.job_status(r, here)
+    assert ended["status"] == "finished" and ended["result"]["decision"] == "promote" and ended["ended_at"]
     assert jobs._text(r.get(keys.RETRAIN_ACTIVE)) == asked and Queue(settings.queue_name, connection=r).count == 1
 
     store_labels(r, campaign(30, seed=13), start_at=1_800_000_000.0)

@@ -13,6 +13,7 @@ import logging
 import math
 import threading
 import time
+from datetime import datetime, timezone
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -245,6 +246,8 @@ def job_status(redis: redis_lib.Redis, job_id: str) -> dict | None:
                     "stage": f"waits for retrain {spec.get('after')} to finish", "reason": spec.get("reason"),
                     "requested_by": spec.get("by"), "enqueued_at": None, "started_at": None, "ended_at": None,
                     "result": None, "error": None, "continued_as": None}
+    if job_id.startswith(HERE_PREFIX):
+        return _shell_run_status(redis, job_id)
     try:
         job = Job.fetch(job_id, connection=redis)
     except NoSuchJobError:
@@ -267,6 +270,28 @@ def job_status(redis: redis_lib.Redis, job_id: str) -> dict | None:
         exc = (latest.exc_string if latest is not None else None) or ""
         out["error"] = exc.strip().splitlines()[-1] if exc.strip() else "failed"
     return out
+
+
+def _shell_run_status(redis: redis_lib.Redis, run_id: str) -> dict | None:
+    """A run in a shell (`winnow retrain --now`) has no rq job: it is running while it holds the in-flight key and
+    its lease, and once ended its run record says how it ended. A job waiting for it names it."""
+    out: dict[str, Any] = {"id": run_id, "status": None, "function": "winnow retrain --now", "progress": 0.0,
+                           "stage": "runs in a shell (winnow retrain --now)", "reason": None, "requested_by": None,
+                           "enqueued_at": None, "started_at": None, "ended_at": None, "retries_left": None,
+                           "result": None, "error": None, "continued_as": None}
+    for record in recent_runs(redis, RUNS_KEPT):
+        if record.get("job_id") == run_id:
+            started, ended = record.get("started_at"), record.get("finished_at")
+            return out | {"status": "finished", "progress": 1.0, "stage": f"done: {record.get('decision')}",
+                          "reason": record.get("reason"), "requested_by": record.get("requested_by"),
+                          "started_at": _iso(_when(started)), "ended_at": _iso(_when(ended)), "result": record}
+    if _text(redis.get(keys.RETRAIN_ACTIVE)) == run_id and _flight_state(redis, run_id) == "running":
+        return out | {"status": "started"}
+    return None
+
+
+def _when(ts) -> datetime | None:
+    return datetime.fromtimestamp(float(ts), timezone.utc) if ts is not None else None
 
 
 def recent_runs(redis: redis_lib.Redis, limit: int = 20) -> list[dict]:
