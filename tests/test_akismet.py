@@ -250,6 +250,12 @@ def test_check_for_spam_rechecks_leave_one_queue_entry_per_comment(raw, key, app
     assert raw.post("/1.1/submit-spam", data={**form, "guid": first}).content == face.THANKS.encode()
     assert _stored_check(app, first) is not None
     assert not {q.id for q in checks.queue(site=BLOG, limit=500)[0]} & {first, *again}
+    # Reported, the comment is settled: the next "Check for Spam" click does not queue it again.
+    later = raw.post("/1.1/comment-check", data={**form, "comment_ID": "99", "recheck_reason": "recheck_queue"}
+                     ).headers["X-akismet-guid"]
+    _flush(app)
+    assert _stored_check(app, later) is not None
+    assert not {q.id for q in checks.queue(site=BLOG, limit=500)[0]} & {first, *again, later}
 
 
 def test_answers_are_exact_text_and_debug_help_only_on_invalid(raw, key):

@@ -11,7 +11,7 @@ from redis.retry import Retry
 
 from tests.service_support import free_port, service_db  # noqa: F401
 from training import rediskeys
-from training.checks import CheckRecord, CheckStore, WriteBehind
+from training.checks import CheckRecord, CheckStore, WriteBehind, same_comment_key
 from training.schema import Comment, ValidationError
 from training.settings import Settings
 from training.sites import SiteStore, defaults, merge
@@ -192,17 +192,23 @@ def test_a_labelled_comment_checked_again_stays_out_of_the_queue_until_its_label
     assert queued() == ["c0004"] and store.queue_size() == 1
     assert labels.remove("c0001", by="mo") is not None
     assert queued() == ["c0001", "c0004"]  # "first" was never checked again after its label: back as it was
-    # A label given by the older check's id (the guid the platform kept), taken back: the newer check returns.
+    # A label given by the older check's id (the guid the platform kept) settles the comment as well: checked
+    # again, it stays out; the label taken back, it returns once.
     labels.put(label_store.for_check(store.get("c0002"), "ham", by="mo"))
     store.drop_other_checks_of(store.get("c0002"))
     assert queued() == ["c0001"]
-    assert labels.remove("c0002", by="mo") is not None
-    assert queued() == ["c0001", "c0004"] and store.queue_size() == 2
-    # Unless the newer check carries a label of its own: the comment stays settled.
-    labels.put(label_store.for_check(store.get("c0004"), "ham", by="mo"))
-    labels.put(label_store.for_check(store.get("c0002"), "ham", by="mo"))
-    assert labels.remove("c0002", by="mo") is not None
+    store.write([check(5, "second")])
     assert queued() == ["c0001"] and store.queue_size() == 1
+    assert labels.remove("c0002", by="mo") is not None
+    assert queued() == ["c0001", "c0002"] and store.queue_size() == 2
+    store.write([check(6, "second")])
+    assert queued() == ["c0001", "c0006"] and store.queue_size() == 2
+    # Taken back while a newer check carries a label of its own: the comment stays settled.
+    r.set(same_comment_key(store.get("c0001")), "c0003")  # as a check written before the label left it
+    labels.put(label_store.for_check(store.get("c0003"), "spam", by="mo"))
+    labels.put(label_store.for_check(store.get("c0001"), "spam", by="mo"))
+    assert labels.remove("c0001", by="mo") is not None
+    assert queued() == ["c0006"] and store.queue_size() == 1
 
 
 def test_trim_drops_expired_checks_from_every_queue_index(r):

@@ -178,6 +178,17 @@ _NEWEST_ARGS = (rediskeys.LABEL.format(id=""), rediskeys.QUEUE.split("{verdict}"
                 rediskeys.QUEUE_BY_TIME)
 
 
+# A label on a check settles its comment: KEYS the comment's key, the site's queue indexes, the queue-by-time key;
+# ARGV the labelled check's id. A newer check of the comment leaves the queue and the key names the labelled check
+# (for the key's remaining time), which _NEWEST then finds labelled.
+_SETTLE = """
+local current = redis.call('GET', KEYS[1])
+if (not current) or current == ARGV[1] then return 0 end
+for i = 2, #KEYS do redis.call('ZREM', KEYS[i], current) end
+redis.call('SET', KEYS[1], ARGV[1], 'KEEPTTL')
+return 1
+"""
+
 # Store a batch of checks. KEYS: the checks' hashes. ARGV: retention seconds, then per check its created_at and its
 # record JSON. (created_at is a field of its own: an undone label reads it to requeue the check.)
 # Drop queue members whose check hash is gone (expired), atomically with looking: a check written meanwhile stays.
@@ -232,6 +243,7 @@ class CheckStore:
         self._newest = client.register_script(_NEWEST)
         self._drop_expired = client.register_script(_DROP_EXPIRED)
         self._release_trim = client.register_script(_RELEASE)
+        self._settle = client.register_script(_SETTLE)
 
     def write(self, records: Iterable[CheckRecord]) -> int:
         """Store records in one round trip; the key TTL is what enforces retention.
@@ -360,15 +372,10 @@ class CheckStore:
 
     def drop_other_checks_of(self, record: CheckRecord) -> None:
         """A label on one check of a comment settles the comment: its newest check, when that is another one, leaves
-        the queue too (a platform reporting spam by the guid of the first check, after a recheck)."""
-        newest = self.redis.get(same_comment_key(record))
-        if newest is None or newest.decode() == record.id:
-            return
-        with self.redis.pipeline(transaction=False) as pipe:
-            for qkey in {k for v in VERDICTS for k in queue_keys(record.site, v)}:
-                pipe.zrem(qkey, newest)
-            pipe.zrem(rediskeys.QUEUE_BY_TIME, newest)
-            pipe.execute()
+        the queue too (a platform reporting spam by the guid of the first check, after a recheck), and the comment's
+        key names the labelled check from now on, so that checking the comment again does not queue it again."""
+        qkeys = sorted({k for v in VERDICTS for k in queue_keys(record.site, v)})
+        self._settle(keys=[same_comment_key(record), *qkeys, rediskeys.QUEUE_BY_TIME], args=[record.id])
 
     def queue_size(self, *, site: str | None = None, verdict: str | None = None) -> int:
         return self.redis.zcard(rediskeys.QUEUE.format(verdict=verdict or "all", site=site or ALL_SITES))
