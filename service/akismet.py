@@ -547,29 +547,37 @@ def _submit(label: str) -> Response:
     original = call.original  # what the client was told: "true"/"false", when it says
     stored = False
     about_test = call.is_test  # a submission about an is_test check is no mistake to count either
+    check = None
     if call.guid:
         try:
             check = checking.get_check(call.guid, site_scope=record.site)
         except checking.NotFound:
-            check = None  # expired or unknown: fall back to the comment in the parameters
-        if check is not None:  # what comment-check answered for it, by the same rules
-            original = "true" if _answer(check.comment, check.answered, check.discard, record.site)[0] else "false"
-            about_test = about_test or check.is_test
-            if not (check.is_test or call.is_test):
-                checking.label_check(check.id, label, moderator=moderator, site_scope=record.site, source="akismet")
+            pass  # expired or unknown: fall back to the comment in the parameters
+    elif call.comment.content.strip():
+        # No guid (the Python `akismet` client cannot send one): the comment's own newest check, when the fields
+        # are those comment-check was sent, so the report labels that check and takes it out of the queue.
+        check = checking.newest_check_of(call.comment, site=record.site)
+    if check is not None:  # what comment-check answered for it, by the same rules
+        original = "true" if _answer(check.comment, check.answered, check.discard, record.site)[0] else "false"
+        about_test = about_test or check.is_test
+        if not (check.is_test or call.is_test):
+            checking.label_check(check.id, label, moderator=moderator, site_scope=record.site, source="akismet")
+        stored = True
+    elif call.guid and not call.is_test:
+        # The check is past its retention, but a submission about it may have labelled it then: that label is
+        # changed (and audited), not joined by a second one under the comment's own id.
+        try:
+            checking.relabel(call.guid, label, moderator=moderator, site_scope=record.site, source="akismet",
+                             of_check=True)
             stored = True
-        elif not call.is_test:
-            # The check is past its retention, but a submission about it may have labelled it then: that label
-            # is changed (and audited), not joined by a second one under the comment's own id.
-            try:
-                checking.relabel(call.guid, label, moderator=moderator, site_scope=record.site, source="akismet",
-                                 of_check=True)
-                stored = True
-            except checking.NotFound:
-                pass
+        except checking.NotFound:
+            pass
     if not stored and not call.comment.content.strip():
         # Nothing to learn from: the check it names is unknown (or expired) and the comment was not sent again.
-        raise ProtocolAnswer(missing("comment_content"))
+        answer = missing("comment_content")
+        if call.guid:
+            answer.set_data(answer.get_data() + b" The guid names no check of this key's site that is still kept.")
+        raise ProtocolAnswer(answer)
     if not stored and not call.is_test:
         checking.label_new(call.comment, label, moderator=moderator, site=record.site, source="akismet")
     # A submission reports a mistake unless the client says (or the check shows) it was answered that way already.

@@ -179,6 +179,14 @@ def get_check(check_id: str, *, site_scope: str | None) -> CheckRecord:
     return record
 
 
+def newest_check_of(comment: Comment, *, site: str) -> CheckRecord | None:
+    """The newest kept check of the same comment (site, author, e-mail, address, post and content), or None."""
+    try:
+        return services().checks.newest_check_of(site, comment)
+    except redis.RedisError as exc:
+        raise StoreUnavailable(str(exc)) from exc
+
+
 def label_check(check_id: str, label: str, *, moderator: KeyRecord | str, site_scope: str | None,
                 source: str = "api", expect: str = "", expect_at: float | None = None) -> LabelRecord:
     """Label a stored check by id (relabel allowed, audited); returns the stored label once Redis has it.

@@ -316,9 +316,32 @@ def test_submit_spam_with_guid_labels_the_original_check(raw, client, key, app):
     # and it has left the moderation queue
     queued, _ = app.extensions["winnow"].checks.queue(site=BLOG)
     assert guid not in {q.id for q in queued}
-    # the real client can relabel it (submit-ham with the same guid)
+    # The Python client sends no guid: a report with the fields comment-check was sent is about the same check,
+    # relabelled (not joined by a second, contradicting label of the same comment).
+    before = labels.count(BLOG)
     assert client.submit_ham(IP, comment_content=HAM_TEXT + " (missed)") is True
-    assert labels.get(guid).label == "spam"  # no guid from the client: a new comment's label, not this one
+    assert labels.get(guid).label == "ham" and labels.count(BLOG) == before
+
+
+def test_a_report_without_guid_labels_the_check_of_the_same_comment(client, app):
+    """The Python `akismet` client refuses a guid argument: its reports name the comment by its fields only. When
+    they are those comment-check was sent, the report labels that check, which leaves the moderators' queue."""
+    fields = dict(comment_content="Is the 2.4 release compatible with older plugins?", comment_author="Lu",
+                  comment_author_email="lu@example.com", permalink=BLOG + "/post/9")
+    assert client.comment_check(IP, **fields) in (akismet.CheckResponse.HAM, akismet.CheckResponse.SPAM)
+    _flush(app)
+    svc = app.extensions["winnow"]
+    check = next(q for q in svc.checks.queue(site=BLOG, limit=500)[0]
+                 if q.comment.content == fields["comment_content"])
+    labels_before = svc.labels.count(BLOG)
+    assert client.submit_spam(IP, **fields) is True
+    label = svc.labels.get(check.id)
+    assert label is not None and label.label == "spam" and label.check_id == check.id
+    assert svc.labels.count(BLOG) == labels_before + 1
+    assert check.id not in {q.id for q in svc.checks.queue(site=BLOG, limit=500)[0]}
+    # Other fields (another author) make another comment: a label of its own, given with its content.
+    assert client.submit_spam(IP, **{**fields, "comment_author": "Someone else"}) is True
+    assert svc.labels.count(BLOG) == labels_before + 2 and svc.labels.get(check.id).label == "spam"
 
 
 def test_a_submission_by_guid_after_the_check_expired_changes_the_label_it_gave(raw, key, app, r):
@@ -353,7 +376,8 @@ def test_a_submission_with_nothing_to_learn_from_is_refused(raw, key, app):
     before = labels.count(BLOG)
     for guid in ("", "0123456789abcdef01234567"):  # no check named, or one this deployment never made
         resp = raw.post("/1.1/submit-spam", data={"api_key": key, "blog": BLOG, "user_ip": IP, "guid": guid})
-        assert (resp.status_code, resp.content) == (400, b"Missing required field: comment_content.")
+        assert resp.status_code == 400 and resp.content.startswith(b"Missing required field: comment_content.")
+        assert (b"guid names no check" in resp.content) == bool(guid)
     assert labels.count(BLOG) == before
 
 

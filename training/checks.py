@@ -137,8 +137,11 @@ def same_comment_key(record: CheckRecord) -> str:
     """What makes two checks one comment for the queue: the site, the author's name, e-mail and address, the post
     and the content. A platform checks a comment again (the WordPress plugin's "Check for Spam" button rechecks
     every pending comment) and a moderator should see it once, at its newest check."""
-    c = record.comment
-    digest = hashlib.blake2b(orjson.dumps([record.site, c.author, c.author_email, c.user_ip, c.permalink, c.content]),
+    return comment_key(record.site, record.comment)
+
+
+def comment_key(site: str, c: Comment) -> str:
+    digest = hashlib.blake2b(orjson.dumps([site, c.author, c.author_email, c.user_ip, c.permalink, c.content]),
                              digest_size=16)
     return rediskeys.SAME_COMMENT.format(digest=digest.hexdigest())
 
@@ -376,6 +379,12 @@ class CheckStore:
         key names the labelled check from now on, so that checking the comment again does not queue it again."""
         qkeys = sorted({k for v in VERDICTS for k in queue_keys(record.site, v)})
         self._settle(keys=[same_comment_key(record), *qkeys, rediskeys.QUEUE_BY_TIME], args=[record.id])
+
+    def newest_check_of(self, site: str, comment: Comment) -> CheckRecord | None:
+        """The newest stored check of this comment (the same site, author, e-mail, address, post and content), if it
+        was queued and is still kept: what a report that does not name its check is about."""
+        newest = self.redis.get(comment_key(site, comment))
+        return self.get(newest.decode()) if newest is not None else None
 
     def queue_size(self, *, site: str | None = None, verdict: str | None = None) -> int:
         return self.redis.zcard(rediskeys.QUEUE.format(verdict=verdict or "all", site=site or ALL_SITES))
