@@ -118,6 +118,9 @@ HOSTILE = [
     {"content": "A" * 10000, "author": "B" * 2000},
     {"content": "\"><script>window.__pwned=true</script>{{7*7}} ${alert(1)} <style>body{display:none}</style>",
      "author": "quote\"breaker"},
+    # The platform's ids and the post's tags are shown on the card, as inert as the comment.
+    {"content": "What a lovely write-up, thank you", "author": "trap", "honeypot": True,
+     "ids": {"comment_post_ID": "<script>window.__pwned=true</script>", "comment_context": "<img src=x onerror=alert(1)>"}},
 ]
 
 
@@ -138,6 +141,11 @@ def test_hostile_comments_render_as_inert_text_and_the_page_stays_usable(live, w
     assert page.locator("#queue script, #queue img, #queue svg, #queue iframe, #queue style").count() == 0
     assert page.locator("#queue a[href]").count() == 0
     assert "<script>window.__pwned = true; alert('script')</script>" in page.inner_text("#queue")
+    trapped = page.locator("#queue li.card", has_text="What a lovely write-up")
+    assert "post: <script>window.__pwned=true</script>" in trapped.locator(".refs").inner_text()
+    assert "tags: <img src=x onerror=alert(1)>" in trapped.locator(".refs").inner_text()
+    # Answered spam to the platform for its filled honeypot, whatever the model's own verdict says.
+    assert trapped.locator(".answered").inner_text() == "answered spam (honeypot filled)"
     assert page.locator(".link-chip .scheme-bad").first.inner_text() == "javascript: link"
     # Direction overrides are shown, never obeyed.
     assert page.locator("#queue .ctl", has_text="U+202E").count() >= 3

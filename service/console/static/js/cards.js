@@ -49,7 +49,29 @@ export function reasonsLine(reasons) {
   return h("div", { class: "reasons" }, "why: ", untrusted(parts.join(" · "), "bdi"));
 }
 
-// item: {id, site, verdict, score, created_at, comment, reasons}
+// What the platform was told, when it is not the model's verdict: shadow mode, a trusted role, a filled honeypot.
+export function answeredNote(item) {
+  if (!item.answered || !item.verdict || item.answered === item.verdict) return null;
+  const signals = Array.isArray(item.reasons) ? item.reasons.map((r) => String(r.signal ?? "")) : [];
+  const why = item.shadow ? "shadow mode"
+    : item.trusted ? (signals.find((s) => s.startsWith("trusted role")) || "trusted role")
+      : signals.includes("honeypot filled") ? "honeypot filled" : "";
+  return h("span", { class: "answered", title: "what Winnow answered the platform, unlike the model's verdict" },
+    "answered ", badge(item.answered), why ? ` (${why})` : "");
+}
+
+const REF_NAMES = { comment_post_ID: "post", comment_ID: "comment", comment_parent: "reply to",
+  comment_context: "tags", permalink: "at" };
+
+// The platform's own ids and the post's tags, as sent with the check (untrusted strings, like the comment).
+export function refsLine(refs) {
+  const entries = Object.entries(refs && typeof refs === "object" ? refs : {}).filter(([, v]) => v !== "");
+  if (!entries.length) return null;
+  const parts = entries.map(([k, v]) => `${REF_NAMES[k] || k}: ${v}`);
+  return h("div", { class: "refs muted" }, untrusted(parts.join(" · "), "bdi"));
+}
+
+// item: {id, site, verdict, answered, score, created_at, comment, reasons, refs}
 export function commentCard(item, { selectable = false, extra = null, actions = [] } = {}) {
   const c = item.comment || {};
   const verdict = item.verdict || "";
@@ -70,13 +92,15 @@ export function commentCard(item, { selectable = false, extra = null, actions = 
   card.append(meta);
   if (verdict || typeof item.score === "number") {
     card.append(h("div", { class: "score", title: "the model's verdict and calibrated spam probability" },
-      badge(verdict), " ", h("span", { class: "num" }, fmtScore(item.score))));
+      badge(verdict), " ", h("span", { class: "num" }, fmtScore(item.score)), answeredNote(item)));
   }
   const content = h("div", { class: "content" });
   renderContent(content, c.content || "", item.segments);
   card.append(content);
   const links = linksOf(c);
   if (links.length) card.append(h("div", { class: "links" }, h("span", { class: "muted" }, "links:"), links.map(linkChip)));
+  const refs = refsLine(item.refs);
+  if (refs) card.append(refs);
   const why = reasonsLine(item.reasons);
   if (why) card.append(why);
   if (extra) card.append(extra);
