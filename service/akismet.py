@@ -530,9 +530,15 @@ def verify_key() -> Response:
 @bp.route("/1.1/comment-check", methods=["POST"])
 def comment_check() -> Response:
     params, call, record = _calls(("blog", "user_ip"))
-    # Checks belong to the key's own site; `blog` only says which of the key's sites called (for key-sites).
-    result = checking.check(call.comment, site=record.site, principal=record, is_test=call.is_test,
-                            source="akismet", ids=_refs(params))
+
+    def told(verdict: str) -> str:  # stored as `answered`: what this face tells the client, spam or ham
+        return "spam" if _answer(call.comment, verdict, False, record.site)[0] else "ham"
+
+    # Checks belong to the key's own site; `blog` only says which of the key's sites called (for key-sites). The
+    # protocol's guaranteed-spam author is a test convention: answered, never queued or trained on, like is_test.
+    result = checking.check(call.comment, site=record.site, principal=record,
+                            is_test=call.is_test or is_guaranteed_spam(call.comment), source="akismet",
+                            ids=_refs(params), told=told)
     spam, discard = _answer(call.comment, result.verdict, result.discard, record.site)
     _usage().count(record.id, normalise_blog(call.blog), "api_calls", "spam" if spam else "ham")
     headers = {"X-akismet-guid": result.id}

@@ -11,7 +11,7 @@ import hmac
 import logging
 import random
 import time
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import redis
 
@@ -98,8 +98,11 @@ def _may_be_settling(check_id: str) -> bool:
 
 
 def check(comment: Comment, *, site: str, principal: KeyRecord | None, is_test: bool = False, source: str = "api",
-          ids: Mapping[str, str] | None = None) -> CheckResult:
-    """Score a comment for `site` under the site's policy and record it (written behind, never blocking)."""
+          ids: Mapping[str, str] | None = None, told: Callable[[str], str] | None = None) -> CheckResult:
+    """Score a comment for `site` under the site's policy and record it (written behind, never blocking).
+
+    `told` maps the answer to what a face really tells the platform (the Akismet face answers only spam or ham),
+    so the stored `answered` is what the platform was told."""
     svc = services()
     version, model = svc.serving.snapshot()
     if model is None:
@@ -130,6 +133,9 @@ def check(comment: Comment, *, site: str, principal: KeyRecord | None, is_test: 
         reasons = [{"signal": f"trusted role: {trusted_role}", "weight": 0.0}] + reasons
     if policy.shadow:
         answered, discard = "ham", False
+    if told is not None:
+        answered = told(answered)
+        discard = discard and answered == "spam"
     record = CheckRecord(
         id=new_id(svc.settings.secret_key), site=site, comment=comment, verdict=real, answered=answered, score=score,
         discard=discard, model_version=str(version or ""), created_at=time.time(), reasons=tuple(reasons),

@@ -433,8 +433,17 @@ def test_a_submission_by_guid_is_a_mistake_only_against_what_comment_check_answe
                                 (ham, "submit-ham")):
         assert raw.post(f"/1.1/{endpoint}", data={**form, "guid": guid}).content == face.THANKS.encode()
     [row] = app.extensions[face.USAGE_EXTENSION].sites(record.id, face.month_of())
-    # the two `true` answers corrected to ham were false positives; agreeing submissions are no mistake
-    assert (row["false_positives"], row["missed_spam"]) == (2, 0)
+    # The unsure `true` corrected to ham was a false positive; agreeing submissions are no mistake, and the
+    # guaranteed-spam author is a test convention (a test check: answered, never queued, no mistake to count).
+    assert (row["false_positives"], row["missed_spam"]) == (1, 0)
+    stored = {name: _stored_check(app, guid) for name, (_, guid) in
+              (("unsure", unsure), ("guaranteed", guaranteed), ("spam", spam), ("ham", ham))}
+    assert stored["guaranteed"].is_test and not stored["guaranteed"].queued
+    assert app.extensions["winnow"].labels.get(guaranteed[1]) is None
+    # What each check stored as `answered` is what the client was told: spam for `true`, ham for `false`.
+    assert {name: c.answered for name, c in stored.items()} == {
+        "unsure": "spam", "guaranteed": "spam", "spam": "spam", "ham": "ham"}
+    assert stored["unsure"].verdict == "unsure"  # the model's own verdict is kept beside it
 
 
 def test_usage_limit_and_key_sites_count_per_site(app, live):
