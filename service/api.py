@@ -17,7 +17,7 @@ from service import checking
 from service.auth import current, requires, site_scope
 from service.context import services
 from service.http import ApiError, BatchInvalid, error_response, json_object, store_down_message
-from training import pages
+from training import activity, pages
 from training.checks import VERDICTS
 from training.labels import MAX_BATCH as MAX_LABELS
 from training.labels import UNLABELLED, LabelConflict
@@ -190,7 +190,7 @@ def queue() -> Response:
 @requires("moderator")
 def get_site_settings(site: str) -> Response:
     site = site_scope(current(), site)
-    return jsonify({"site": site, **services().sites.fresh(site).to_dict()})
+    return jsonify({"site": site, **services().sites.fresh(site).to_dict(), "warnings": _site_warnings(site)})
 
 
 @bp.put("/sites/<path:site>/settings")
@@ -198,7 +198,21 @@ def get_site_settings(site: str) -> Response:
 def put_site_settings(site: str) -> Response:
     site = site_scope(current(), site)
     policy = services().sites.update(site, json_object())
-    return jsonify({"site": site, **policy.to_dict()})
+    return jsonify({"site": site, **policy.to_dict(), "warnings": _site_warnings(site)})
+
+
+def _site_warnings(site: str) -> list[str]:
+    """Settings apply to checks of exactly this site: say so when nothing is known by that name (a bare host is
+    read as https, while a key's site may be http), naming the known site it most likely means."""
+    svc = services()
+    keyed = {r.site for r in svc.keys.list() if r.site}
+    if site in keyed or site in activity.sites_seen(svc.redis):
+        return []
+    _, _, rest = site.partition("://")
+    alike = sorted(k for k in keyed if k.partition("://")[2] == rest)
+    hint = f"; did you mean {' or '.join(alike)}?" if alike else ""
+    return [f"no site key belongs to {site} and no check or label for it was seen in the last year: these settings "
+            f"apply only to checks of exactly that site{hint}"]
 
 
 # ---- helpers -----------------------------------------------------------------------------------------------------

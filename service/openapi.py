@@ -145,7 +145,10 @@ _SCHEMAS: dict[str, dict] = {
             "Whether the Akismet face answers `true` for an unsure comment; null follows the deployment's "
             "WINNOW_AKISMET_UNSURE_AS_SPAM.")},
         "overridden": {"type": "array", "items": {"type": "string"},
-                       "description": "Settings this site overrides; the rest are the deployment defaults."}}},
+                       "description": "Settings this site overrides; the rest are the deployment defaults."},
+        "warnings": {"type": "array", "items": {"type": "string"}, "description": (
+            "Set when no site key belongs to this site and no check or label for it was seen in the last year "
+            "(settings apply only to checks of exactly this site), naming a keyed site of another scheme.")}}},
     "SitePolicyUpdate": {"type": "object", "description": "Fields to change; null resets one to the default.",
                          "properties": {"unsure_threshold": {"type": ["number", "null"]},
                                         "spam_threshold": {"type": ["number", "null"]},

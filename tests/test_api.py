@@ -421,7 +421,7 @@ def test_site_settings_thresholds_shadow_and_trusted_roles(api):
     assert error(bad)["field"] == "spam_threshold"
     ok = api("PUT", "/api/v1/sites/a.example.com/settings", "admin",
              {"unsure_threshold": 0.0, "spam_threshold": 0.0, "discard_threshold": 0.0})
-    assert ok.status_code == 200 and ok.get_json()["site"] == SITE_A
+    assert ok.status_code == 200 and ok.get_json()["site"] == SITE_A and ok.get_json()["warnings"] == []
     got = api("GET", f"/api/v1/sites/{SITE_A}/settings", "mod_a").get_json()
     assert got["spam_threshold"] == 0.0 and "spam_threshold" in got["overridden"]
     app_sites = api.client.application.extensions["winnow"].sites
@@ -443,6 +443,20 @@ def test_site_settings_thresholds_shadow_and_trusted_roles(api):
     assert reset.get_json()["overridden"] == []
     # Site B never saw A's settings.
     assert api("POST", "/api/v1/check", "b", {"content": HAM[2]}).get_json()["verdict"] == "ham"
+
+
+def test_settings_for_a_site_nothing_is_known_by_say_so(api):
+    """A bare host is read as https: an admin setting shadow mode for "a.example.com" while the key's site is
+    http://... changed a site no check is ever sent for, and the 200 said nothing about it."""
+    keyed = api("GET", f"/api/v1/sites/{SITE_A}/settings", "admin").get_json()
+    assert keyed["warnings"] == []
+    other_scheme = "http://a.example.com"
+    put = api("PUT", f"/api/v1/sites/{other_scheme}/settings", "admin", {"shadow": True})
+    assert put.status_code == 200 and put.get_json()["site"] == other_scheme  # kept: an unscoped token may use it
+    [warning] = put.get_json()["warnings"]
+    assert "no site key belongs to http://a.example.com" in warning and f"did you mean {SITE_A}?" in warning
+    [warning] = api("GET", "/api/v1/sites/nope.example/settings", "admin").get_json()["warnings"]
+    assert "https://nope.example" in warning and "did you mean" not in warning
 
 
 def test_a_filled_honeypot_is_spam_whatever_the_text(api):
