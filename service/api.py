@@ -77,8 +77,17 @@ def label_check(check_id: str) -> Response:
     _only(body, {"label", "expect", "expect_at"})
     label = parse_label(body.get("label"))
     expect, expect_at = condition_of(body)
-    stored = checking.label_check(check_id, label, moderator=current(), site_scope=site_scope(current()),
-                                  expect=expect, expect_at=expect_at)
+    scope = site_scope(current())
+    try:
+        stored = checking.label_check(check_id, label, moderator=current(), site_scope=scope, expect=expect,
+                                      expect_at=expect_at)
+    except checking.NotFound:
+        try:
+            checking.label_of(check_id, site_scope=scope)
+        except checking.NotFound:
+            raise ApiError(404, "not_found", "no such check (it may have passed its retention)", field="id") from None
+        raise ApiError(404, "not_found", f"{check_id} is a label given with its content, not a check: relabel it "
+                       "with POST /api/v1/labels, sending the same site and content", field="id") from None
     return jsonify(_label_ack(stored))
 
 

@@ -259,7 +259,7 @@ def relabel(label_id: str, label: str, *, moderator: KeyRecord | str, site_scope
     With `of_check`, only the label of a check (feedback on a check by its id may change that, and not an example
     a moderator added with its content). `expect` as for label_check."""
     label = parse_label(label)
-    record = _label_in_scope(label_id, site_scope)
+    record = label_of(label_id, site_scope=site_scope)
     if of_check and record.check_id != label_id:
         raise NotFound(label_id)
     changed = dataclasses.replace(record, label=label, labelled_at=time.time(), labelled_by=_who(moderator),
@@ -271,7 +271,7 @@ def unlabel(label_id: str, *, moderator: KeyRecord | str, site_scope: str | None
             expect_at: float | None = None) -> LabelRecord:
     """Take a label back (undo): no longer training data, audited, and a check's label requeues the check. With
     `expect`, only while the label is still that one (LabelConflict otherwise)."""
-    _label_in_scope(label_id, site_scope)
+    label_of(label_id, site_scope=site_scope)
     try:
         removed = services().labels.remove(label_id, by=_who(moderator), expect=expect, expect_at=expect_at)
     except redis.RedisError as exc:
@@ -281,7 +281,8 @@ def unlabel(label_id: str, *, moderator: KeyRecord | str, site_scope: str | None
     return removed
 
 
-def _label_in_scope(label_id: str, site_scope: str | None) -> LabelRecord:
+def label_of(label_id: str, *, site_scope: str | None) -> LabelRecord:
+    """A stored label by id, within the caller's site (NotFound otherwise)."""
     try:
         record = services().labels.get(label_id)
     except redis.RedisError as exc:

@@ -286,8 +286,10 @@ def test_a_label_outlives_its_check_and_can_still_be_changed_by_its_id(api, r):
     # An example a moderator added with its content is no check's feedback: a site key cannot flip it by its id.
     example = api("POST", "/api/v1/labels", "mod", {"site": SITE_A, "items": [
         {"content": "Win a free phone http://x.example", "label": "spam"}]}).get_json()["labels"][0]["id"]
-    assert api("POST", f"/api/v1/comments/{example}/label", "a", {"label": "ham"}).status_code == 404
+    flip = api("POST", f"/api/v1/comments/{example}/label", "a", {"label": "ham"})
+    assert flip.status_code == 404 and "POST /api/v1/labels" in error(flip)["message"]  # says how, not "expired"
     assert api("GET", f"/api/v1/labels/{example}", "mod").get_json()["label"] == "spam"
+    assert "retention" in error(api("POST", f"/api/v1/comments/{example}/label", "b", {"label": "ham"}))["message"]
 
 
 def test_two_moderators_on_one_comment_never_silently_overwrite_each_other(api, r):
