@@ -207,7 +207,12 @@ def test_state_changes_need_the_csrf_header_and_sign_out_ends_the_session(app, k
     assert r.status_code == 403
     r = client.post(f"/api/v1/comments/{ids[0]}/label", json={"label": "ham"}, headers={"X-CSRF-Token": csrf})
     assert r.status_code == 200
-    assert client.post("/moderate/sign-out", data={}).status_code == 400  # sign-out itself needs the token
+    expired = client.post("/moderate/sign-out", data={})
+    assert expired.status_code == 400  # sign-out itself needs the token
+    assert expired.mimetype == "text/html" and b"This form has expired" in expired.data  # a page, for a person
+    lost = client.get("/moderate/nope")
+    assert lost.status_code == 404 and lost.mimetype == "text/html" and b"No such page" in lost.data
+    assert client.get("/moderate/api/nope").mimetype == "application/json"  # the console's API stays JSON
     r = client.post("/moderate/sign-out", data={"csrf": csrf})
     assert r.status_code == 303 and r.headers["Location"].endswith("/moderate/sign-in")
     assert client.get("/moderate/queue").status_code == 302

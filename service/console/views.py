@@ -7,6 +7,7 @@ import re
 
 import redis
 from flask import Blueprint, abort, redirect, render_template, request, session, url_for
+from werkzeug.exceptions import HTTPException
 
 from service import auth
 from service.console import session as console_session
@@ -111,6 +112,18 @@ def page(name: str):
         return redirect(url_for("console.sign_in", next=name))
     return render_template(f"console/{name}.html", page=name, pages=PAGES, title=PAGES[name], moderator=moderator,
                            csrf=auth.csrf_token(), api=API_BASE)
+
+
+_PAGE_ERRORS = {400: ("This form has expired", "The page was open too long or you signed in again elsewhere: go "
+                                                 "back to the console and try again."),
+                404: ("No such page", "The console has no page at this address.")}
+
+
+@bp.errorhandler(HTTPException)
+def page_error(exc: HTTPException):
+    """A person's browser asked: an HTML page with a way back, not the JSON API's error."""
+    heading, message = _PAGE_ERRORS.get(exc.code or 500, (exc.name, exc.description or exc.name))
+    return render_template("console/error.html", title=heading, heading=heading, message=message), exc.code or 500
 
 
 @bp.errorhandler(redis.RedisError)
