@@ -164,6 +164,40 @@ def hindsight(labels: Sequence[str], scores: np.ndarray) -> tuple[float, float]:
     return float(correct[k] / len(ranked)), threshold
 
 
+def in_domain(rows: list[dict], k: int = 5) -> dict[str, dict]:
+    """Winnow on each video with that video's own comments in training: the four videos pooled, deduplicated and
+    split in stratified k-fold (by video and label), the out-of-fold scores then measured per video. Not the
+    benchmark's protocol, which never shows a model its test video: a yardstick for the leave-one-video-out
+    figures, since no threshold or setting learnt elsewhere is expected to beat a model that has seen the video."""
+    rows = dedupe(rows)
+    strata = [f"{r['source']}:{r['label']}" for r in rows]
+    scores = np.zeros(len(rows))
+    for tr, te in StratifiedKFold(k, shuffle=True, random_state=SEED).split(np.zeros(len(rows)), strata):
+        test = [rows[j] for j in te]
+        train_rows, _ = split_clean([rows[j] for j in tr], test)
+        scores[te] = winnow()(train_rows, test)
+    out = {}
+    for video in VIDEOS:
+        idx = [i for i, r in enumerate(rows) if r["source"] == f"youtube:{video}"]
+        out[video] = metrics([rows[i]["label"] for i in idx], scores[idx])
+    out["mean"] = {key: float(np.mean([out[v][key] for v in VIDEOS])) for key in ("accuracy", "mcc")}
+    return out
+
+
+def in_domain_table(lovo: dict[str, dict], seen: dict[str, dict]) -> str:
+    lines = ["How far the target is from what this model reaches when it has seen the video: the same training with "
+             "80% of every video's own comments in it (the four videos pooled, stratified 5-fold by video and "
+             "label), beside leave-one-video-out. A yardstick, not the benchmark's protocol.",
+             "",
+             "| fold | leave-one-video-out accuracy / MCC | video seen in training: accuracy / MCC |",
+             "|---|---|---|"]
+    for fold in [*VIDEOS, "mean"]:
+        label = f"**{fold}**" if fold == "mean" else fold
+        lines.append(f"| {label} | {lovo[fold]['accuracy']:.3f} / {lovo[fold]['mcc']:.3f} | "
+                     f"{seen[fold]['accuracy']:.3f} / {seen[fold]['mcc']:.3f} |")
+    return "\n".join(lines)
+
+
 # -- report ------------------------------------------------------------------------------------------------------
 
 def choices_table(folds: Sequence[str], choices: Sequence[dict]) -> str:
@@ -245,6 +279,8 @@ def main() -> str:
 
     print("YouTube leave-one-video-out", flush=True)
     yt = evaluate(youtube_folds(youtube), yt_contenders)
+    print("YouTube with each video seen in training (pooled stratified 5-fold)", flush=True)
+    seen = in_domain(youtube)
     print("SMS stratified 5-fold", flush=True)
     sm = evaluate(sms_folds(sms), {**contenders, "Winnow": sms_winnow})
 
@@ -281,6 +317,8 @@ def main() -> str:
         table(yt, {"accuracy": 0.965, "mcc": 0.93, "recall_at_fpr": 0.90}),
         "",
         hindsight_table(yt["Winnow"]),
+        "",
+        in_domain_table(yt["Winnow"], seen),
         "",
         "The row \"Winnow, trained with SMS added\" measures whether the SMS corpus helps comment filtering "
         "(it decides what the starter model is trained on).",
