@@ -11,7 +11,7 @@ from redis.retry import Retry
 
 from tests.service_support import free_port, service_db  # noqa: F401
 from training import rediskeys
-from training.checks import CheckRecord, CheckStore, WriteBehind, same_comment_key
+from training.checks import CheckRecord, CheckStore, WriteBehind, settled_key
 from training.schema import Comment, ValidationError
 from training.settings import Settings
 from training.sites import SiteStore, defaults, merge
@@ -167,14 +167,18 @@ def test_a_comment_checked_again_is_queued_once_at_its_newest_check(r):
                  check(10, "hello there", is_test=True)])
     assert queued(site=site) == ["c0002", "c0003", "c0005", "c0007", "c0008"] and queued(site=other) == ["c0009"]
     # A label on the first check settles the comment: its newer check leaves the queue as well.
-    store.drop_other_checks_of(store.get("c0001"))
+    from training import labels as label_store
+    from training.labels import LabelStore
+
+    LabelStore(r).put(label_store.for_check(store.get("c0001"), "spam", by="mo"))
+    store.settle(store.get("c0001"))
     assert queued(site=site) == ["c0002", "c0005", "c0007", "c0008"]
 
 
 def test_a_labelled_comment_checked_again_stays_out_of_the_queue_until_its_label_is_taken_back(r):
     """A comment a moderator has labelled, checked again by the platform ("Check for Spam"), is not queued for a
-    second label; taking the label back (undo) queues the comment again, at its newest check, whichever check the
-    label was given by."""
+    second label, however long the platform keeps rechecking it; taking the label back (undo) queues the comment
+    again, at its newest check, whichever check the label was given by, unless another label still settles it."""
     from training import labels as label_store
     from training.labels import LabelStore
 
@@ -183,32 +187,42 @@ def test_a_labelled_comment_checked_again_stays_out_of_the_queue_until_its_label
     def check(i: int, content: str, verdict: str = "unsure") -> CheckRecord:
         return dataclasses.replace(record(i, verdict=verdict, answered=verdict), comment=Comment(content=content))
 
+    def label(check_id: str, value: str) -> None:  # as service.checking.label_check stores one
+        labels.put(label_store.for_check(store.get(check_id), value, by="mo"))
+        store.settle(store.get(check_id))
+
     def queued() -> list[str]:
         return sorted(c.id for c in store.queue()[0])
 
     store.write([check(1, "first"), check(2, "second")])
-    labels.put(label_store.for_check(store.get("c0001"), "spam", by="mo"))
+    label("c0001", "spam")
     store.write([check(3, "first", verdict="spam"), check(4, "second")])
     assert queued() == ["c0004"] and store.queue_size() == 1
     assert labels.remove("c0001", by="mo") is not None
-    assert queued() == ["c0001", "c0004"]  # "first" was never checked again after its label: back as it was
+    assert queued() == ["c0003", "c0004"]  # back at its newest check
     # A label given by the older check's id (the guid the platform kept) settles the comment as well: checked
-    # again, it stays out; the label taken back, it returns once.
-    labels.put(label_store.for_check(store.get("c0002"), "ham", by="mo"))
-    store.drop_other_checks_of(store.get("c0002"))
-    assert queued() == ["c0001"]
+    # again, it stays out; the label taken back, it returns once, at its newest check.
+    label("c0002", "ham")
+    assert queued() == ["c0003"]
     store.write([check(5, "second")])
-    assert queued() == ["c0001"] and store.queue_size() == 1
+    assert queued() == ["c0003"] and store.queue_size() == 1
     assert labels.remove("c0002", by="mo") is not None
-    assert queued() == ["c0001", "c0002"] and store.queue_size() == 2
-    store.write([check(6, "second")])
-    assert queued() == ["c0001", "c0006"] and store.queue_size() == 2
-    # Taken back while a newer check carries a label of its own: the comment stays settled.
-    r.set(same_comment_key(store.get("c0001")), "c0003")  # as a check written before the label left it
-    labels.put(label_store.for_check(store.get("c0003"), "spam", by="mo"))
-    labels.put(label_store.for_check(store.get("c0001"), "spam", by="mo"))
-    assert labels.remove("c0001", by="mo") is not None
-    assert queued() == ["c0006"] and store.queue_size() == 1
+    assert queued() == ["c0003", "c0005"] and store.queue_size() == 2
+    # Two checks of one comment labelled: taking one label back leaves the other settling it.
+    label("c0003", "spam")
+    label("c0001", "spam")
+    assert labels.remove("c0003", by="mo") is not None
+    assert queued() == ["c0005"]
+    # Rechecked for longer than the retention: each recheck keeps the comment settled for another period.
+    settled = settled_key(store.get("c0001"))
+    r.expire(settled, 5)
+    store.write([check(6, "first")])
+    assert queued() == ["c0005"] and r.ttl(settled) > 5
+    # An undo that lands between a label and its settling leaves the comment as it found it (queued).
+    labels.put(label_store.for_check(store.get("c0005"), "ham", by="mo"))
+    assert labels.remove("c0005", by="mo") is not None
+    store.settle(store.get("c0005"))
+    assert queued() == ["c0005"]
 
 
 def test_trim_drops_expired_checks_from_every_queue_index(r):

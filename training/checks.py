@@ -141,17 +141,27 @@ def same_comment_key(record: CheckRecord) -> str:
 
 
 def comment_key(site: str, c: Comment) -> str:
-    digest = hashlib.blake2b(orjson.dumps([site, c.author, c.author_email, c.user_ip, c.permalink, c.content]),
-                             digest_size=16)
-    return rediskeys.SAME_COMMENT.format(digest=digest.hexdigest())
+    return rediskeys.SAME_COMMENT.format(digest=_digest(site, c))
 
 
-# Keep each comment queued once, at its newest check. KEYS: the comments' keys. ARGV: the retention seconds, the
-# label key prefix, the queue key prefix, the all-sites name, the queue-by-time key, then per key a check id and its
-# site. Ids begin with their creation time in hex, so the greater id is the newer check, whatever order batches
-# reach Redis in (a buffer flushed after an outage, another web process): the comment's key names the newest and the
-# older check leaves the queue. A comment a moderator has labelled already (by any of its checks) is not queued
-# again when it is checked again, and a check that carries a label itself (a write retried after the label) leaves.
+def settled_key(record: CheckRecord) -> str:
+    """The set of a comment's checks that were given a label: while one of those labels stands, the comment is
+    settled and a new check of it is not queued."""
+    return rediskeys.SETTLED.format(digest=_digest(record.site, record.comment))
+
+
+def _digest(site: str, c: Comment) -> str:
+    return hashlib.blake2b(orjson.dumps([site, c.author, c.author_email, c.user_ip, c.permalink, c.content]),
+                           digest_size=16).hexdigest()
+
+
+# Keep each comment queued once, at its newest check. KEYS: the comments' keys, then their settled sets (as many).
+# ARGV: the retention seconds, the label key prefix, the queue key prefix, the all-sites name, the queue-by-time key,
+# then per comment a check id and its site. Ids begin with their creation time in hex, so the greater id is the newer
+# check, whatever order batches reach Redis in (a buffer flushed after an outage, another web process): the comment's
+# key names the newest and the older check leaves the queue. A comment that a label on one of its checks settles is
+# not queued when it is checked again (and stays settled for another retention period, however long the platform
+# keeps rechecking it), and a check that carries a label itself (a write retried after the label) leaves.
 _NEWEST = """
 local ttl, label_prefix, queue_prefix, all_sites, by_time = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local verdicts = {'all', 'ham', 'unsure', 'spam'}
@@ -161,34 +171,47 @@ local function unqueue(id, site)
   end
   redis.call('ZREM', by_time, id)
 end
-for i = 1, #KEYS do
+local n = #KEYS / 2
+for i = 1, n do
   local id, site = ARGV[4 + 2 * i], ARGV[5 + 2 * i]
   local current = redis.call('GET', KEYS[i])
-  if current and current ~= id and redis.call('EXISTS', label_prefix .. current) == 1 then
-    unqueue(id, site)
-  elseif (not current) or current < id then
+  if (not current) or current < id then
     redis.call('SET', KEYS[i], id, 'EX', ttl)
     if current then unqueue(current, site) end
   elseif current > id then
     unqueue(id, site)
   end
-  if redis.call('EXISTS', label_prefix .. id) == 1 then unqueue(id, site) end
+  if redis.call('EXISTS', label_prefix .. id) == 1 then
+    unqueue(id, site)
+  else
+    for _, done in ipairs(redis.call('SMEMBERS', KEYS[n + i])) do
+      if redis.call('EXISTS', label_prefix .. done) == 1 then
+        unqueue(id, site)
+        redis.call('EXPIRE', KEYS[n + i], ttl)
+        break
+      end
+    end
+  end
 end
-return #KEYS
+return n
 """
 assert rediskeys.QUEUE.endswith("{verdict}:{site}") and rediskeys.LABEL.endswith("{id}")  # as the script builds them
 _NEWEST_ARGS = (rediskeys.LABEL.format(id=""), rediskeys.QUEUE.split("{verdict}")[0], ALL_SITES,
                 rediskeys.QUEUE_BY_TIME)
 
 
-# A label on a check settles its comment: KEYS the comment's key, the site's queue indexes, the queue-by-time key;
-# ARGV the labelled check's id. A newer check of the comment leaves the queue and the key names the labelled check
-# (for the key's remaining time), which _NEWEST then finds labelled.
+# A label on a check settles its comment. KEYS: the check's label, the comment's key, its settled set, the site's
+# queue indexes, the queue-by-time key. ARGV: the labelled check's id, the retention seconds. Only while the label
+# stands (an undo that landed in between leaves the comment as it found it): the check joins the settled set, and
+# the comment's newest check, when that is another one, leaves the queue.
 _SETTLE = """
-local current = redis.call('GET', KEYS[1])
-if (not current) or current == ARGV[1] then return 0 end
-for i = 2, #KEYS do redis.call('ZREM', KEYS[i], current) end
-redis.call('SET', KEYS[1], ARGV[1], 'KEEPTTL')
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('SADD', KEYS[3], ARGV[1])
+redis.call('EXPIRE', KEYS[3], ARGV[2])
+local current = redis.call('GET', KEYS[2])
+if current and current ~= ARGV[1] then
+  for i = 4, #KEYS do redis.call('ZREM', KEYS[i], current) end
+end
 return 1
 """
 
@@ -261,7 +284,7 @@ class CheckStore:
         queued: dict[tuple[str, str], list[str]] = {}  # (site, verdict) -> [rank, id, rank, id, ...]
         by_time: list[str] = []  # [created_at, id, ...]
         tally: dict[tuple[str, str, int], list] = {}  # (site, verdict, UTC day) -> [count, a time in that day]
-        same: list = []  # each queued check's comment key, then (its id, its site): see _NEWEST
+        same: list[tuple[str, str, str, str]] = []  # per queued check: its comment's keys, its id and site
         for r in records:
             try:
                 document = r.to_json()
@@ -280,8 +303,7 @@ class CheckStore:
             else:
                 seen[0] += 1
             if r.queued:
-                same.append(same_comment_key(r))
-                same.append((r.id, r.site))
+                same.append((same_comment_key(r), settled_key(r), r.id, r.site))
                 members = queued.get((r.site, r.verdict))
                 if members is None:
                     members = queued[(r.site, r.verdict)] = []
@@ -313,9 +335,10 @@ class CheckStore:
             counters.times = count
             activity.count_check(counters, site=site, verdict=verdict, created_at=created_at)
         counters.emit(pipe)
-        newest_args = [self.retention_seconds, *_NEWEST_ARGS, *(x for pair in same[1::2] for x in pair)]
+        newest_keys = [x[0] for x in same] + [x[1] for x in same]
+        newest_args = [self.retention_seconds, *_NEWEST_ARGS, *(v for x in same for v in x[2:])]
         if same:
-            pipe.evalsha(self._newest.sha, len(same) // 2, *same[::2], *newest_args)
+            pipe.evalsha(self._newest.sha, len(newest_keys), *newest_keys, *newest_args)
         results = pipe.execute(raise_on_error=False)
         failed = [x for x in results if isinstance(x, Exception)]
         if failed and all(isinstance(x, redis.exceptions.NoScriptError) for x in failed):
@@ -327,7 +350,7 @@ class CheckStore:
                 enqueue(again)
                 again.execute()
             if same:
-                self._newest(keys=same[::2], args=newest_args)
+                self._newest(keys=newest_keys, args=newest_args)
         elif failed:
             raise failed[0]
         return len(keys)
@@ -373,12 +396,13 @@ class CheckStore:
                 return out, next_cursor
             cursor = next_cursor
 
-    def drop_other_checks_of(self, record: CheckRecord) -> None:
-        """A label on one check of a comment settles the comment: its newest check, when that is another one, leaves
-        the queue too (a platform reporting spam by the guid of the first check, after a recheck), and the comment's
-        key names the labelled check from now on, so that checking the comment again does not queue it again."""
+    def settle(self, record: CheckRecord) -> None:
+        """A label on one check of a comment settles the comment (call it once the label is stored): its newest
+        check, when that is another one, leaves the queue too (a platform reporting spam by the guid of the first
+        check, after a recheck), and checking the comment again does not queue it again while the label stands."""
         qkeys = sorted({k for v in VERDICTS for k in queue_keys(record.site, v)})
-        self._settle(keys=[same_comment_key(record), *qkeys, rediskeys.QUEUE_BY_TIME], args=[record.id])
+        self._settle(keys=[rediskeys.LABEL.format(id=record.id), same_comment_key(record), settled_key(record), *qkeys,
+                           rediskeys.QUEUE_BY_TIME], args=[record.id, self.retention_seconds])
 
     def newest_check_of(self, site: str, comment: Comment) -> CheckRecord | None:
         """The newest stored check of this comment (the same site, author, e-mail, address, post and content), if it

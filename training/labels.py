@@ -18,7 +18,8 @@ import orjson
 import redis
 
 from training import activity, pages, rediskeys
-from training.checks import ALL_SITES, CheckRecord, queue_keys, same_comment_key, stored_comment, uncertainty
+from training.checks import (ALL_SITES, CheckRecord, queue_keys, same_comment_key, settled_key, stored_comment,
+                             uncertainty)
 from training.schema import LABELS, Comment
 
 log = logging.getLogger("winnow.labels")
@@ -293,9 +294,9 @@ class LabelStore:
 
     def _requeued(self, record: LabelRecord) -> CheckRecord | LabelRecord | None:
         """What taking back this label puts back in the queue: only a check's label does, of a check that was
-        queued (not a trusted author's; test checks are never labelled) and is still kept. The comment goes back at
-        its newest check: when it was checked again after the labelled check, that newer check (unless a label of
-        its own settles the comment), else the labelled check itself."""
+        queued (not a trusted author's; test checks are never labelled) and is still kept, and only while no label
+        on another check of the comment settles it. The comment goes back at its newest check: the labelled one, or
+        a newer one when the platform checked it again after the label."""
         if not record.check_id:
             return None
         stored = self.redis.hgetall(rediskeys.CHECK.format(id=record.check_id))
@@ -307,6 +308,10 @@ class LabelStore:
             return record
         if not check.queued:
             return None
+        others = [m.decode() for m in self.redis.smembers(settled_key(check))]
+        others = [m for m in others if m not in (check.id, record.id)]
+        if others and self.redis.exists(*(rediskeys.LABEL.format(id=m) for m in others)):
+            return None  # another check's label still settles the comment
         newest = self.redis.get(same_comment_key(check))
         newest = newest.decode() if newest is not None else check.id
         if newest == check.id:

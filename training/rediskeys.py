@@ -25,6 +25,7 @@ QUEUE_INDEXES = PREFIX + "queue-indexes"      # set: the name of every QUEUE zse
 QUEUE_INDEXED = PREFIX + "queue-indexes:complete"  # string: set once QUEUE_INDEXES names every QUEUE zset
 QUEUE_TRIM = PREFIX + "queue-trim"            # string with a TTL: one process trims expired ids at a time
 SAME_COMMENT = PREFIX + "same:{digest}"       # string with the retention TTL: the newest queued check of a comment
+SETTLED = PREFIX + "settled:{digest}"          # set with the retention TTL: checks of that comment given a label
 
 # Labels and their audit trail
 # Label ids are global (a labelled check keeps its check id), so the site lives in the hash, not the key name.
