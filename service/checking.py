@@ -186,9 +186,13 @@ def get_check(check_id: str, *, site_scope: str | None) -> CheckRecord:
 
 
 def newest_check_of(comment: Comment, *, site: str) -> CheckRecord | None:
-    """The newest kept check of the same comment (site, author, e-mail, address, post and content), or None."""
+    """The newest kept check of the same comment (site, author, e-mail, address, post and content), or None.
+    Checks this process answered a moment ago are written first: a report right after its check finds it."""
+    svc = services()
+    if svc.writer.size():
+        svc.writer.flush(timeout=2.0)
     try:
-        return services().checks.newest_check_of(site, comment)
+        return svc.checks.newest_check_of(site, comment)
     except redis.RedisError as exc:
         raise StoreUnavailable(str(exc)) from exc
 
@@ -218,7 +222,7 @@ def label_check(check_id: str, label: str, *, moderator: KeyRecord | str, site_s
                     expect_at=expect_at)[0]
     if record.queued:
         try:
-            svc.checks.drop_other_checks_of(record)
+            svc.checks.settle(record)
         except redis.RedisError as exc:  # the label is stored; a queue read still shows the newer check
             log.warning("check %s is labelled, but its comment's newer check could not leave the queue: %s",
                         check_id, exc)
