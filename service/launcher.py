@@ -12,6 +12,7 @@ WINNOW_REDIS_PORT (embedded Redis port, default 6390; another free port is used 
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -35,6 +36,7 @@ DEFAULT_BIND = "127.0.0.1:8000"
 DEMO_SITE = "http://demo.localhost"
 # pid and port of the embedded server: to find one a killed launcher left behind, and for `winnow` commands
 _STATE_FILE = EMBEDDED_REDIS_STATE.name
+_LOCK_FILE = "launcher.lock"  # flocked by the running launcher, which wrote its pid in it
 
 
 class LaunchError(RuntimeError):
@@ -80,6 +82,7 @@ class EmbeddedRedis:
         self.host = host
         self.port = port
         self.process: subprocess.Popen | None = None
+        self._lock_fd: int | None = None
 
     @property
     def url(self) -> str:
@@ -137,8 +140,7 @@ class EmbeddedRedis:
                 time.sleep(0.05)
         finally:
             client.close()
-        (self.data_dir / _STATE_FILE).write_text(json.dumps({"pid": self.process.pid, "port": self.port,
-                                                             "launcher": os.getpid()}))
+        (self.data_dir / _STATE_FILE).write_text(json.dumps({"pid": self.process.pid, "port": self.port}))
 
     def watch(self, stopping: threading.Event, interval: float = 1.0) -> None:
         """Start the server again whenever it exits while Winnow runs (killed, out of memory): the web processes
@@ -170,36 +172,27 @@ class EmbeddedRedis:
             self.process.wait()
         (self.data_dir / _STATE_FILE).unlink(missing_ok=True)
 
-    def running_launcher(self) -> int | None:
-        """The pid of another launcher still running with its Redis on this data directory, if there is one."""
+    def lock(self) -> None:
+        """Hold this data directory for the launcher's lifetime (an flock, released by the kernel however the
+        process ends), or refuse: a second server on one AOF would interleave two servers' writes in it."""
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(self.data_dir / _LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            pid = int(json.loads((self.data_dir / _STATE_FILE).read_text()).get("launcher") or 0)
-        except (OSError, ValueError, TypeError, AttributeError):
-            return None
-        if pid <= 0 or pid == os.getpid():
-            return None
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:  # gone (or no /proc: then only a live pid says so)
-            try:
-                os.kill(pid, 0)
-            except (OSError, ValueError):
-                return None
-            return pid
-        return pid if b"service.launcher" in cmdline else None  # not a pid reused by something else
-
-    def refuse_if_in_use(self) -> None:
-        other = self.running_launcher()
-        if other is not None:
-            raise LaunchError(f"Winnow is already running on {self.data_dir.parent} (launcher pid {other}); stop it "
-                              "first (Ctrl-C where it runs), or give this one a data directory of its own with "
-                              "WINNOW_DATA_DIR")
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise LaunchError(f"Winnow is already running on {self.data_dir.parent} (launcher pid {holder}); stop "
+                              "it first (Ctrl-C where it runs), or give this one a data directory of its own with "
+                              "WINNOW_DATA_DIR") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._lock_fd = fd  # kept open (and locked) until the process exits; children do not inherit it
 
     def _stop_leftover(self) -> None:
-        """Shut down an embedded server a killed launcher left running on this data directory (never one whose
-        launcher still runs: that Winnow is in use)."""
+        """Shut down an embedded server a killed launcher left running on this data directory (with the lock held,
+        no other launcher runs on it)."""
         state_path = self.data_dir / _STATE_FILE
-        self.refuse_if_in_use()
         try:
             state = json.loads(state_path.read_text())
         except (OSError, ValueError):
@@ -301,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
         if not redis_url:  # before the web address: a second `make run` here is refused for what it is
             embedded = EmbeddedRedis(settings.data_dir / "redis",
                                      port=int(os.environ.get("WINNOW_REDIS_PORT") or DEFAULT_REDIS_PORT))
-            embedded.refuse_if_in_use()
+            embedded.lock()
         host, _, port = bind.rpartition(":")
         if "web" in wanted and port.isdigit() and host and not port_is_free(int(port), host.strip("[]")):
             raise LaunchError(f"{bind} is already in use; set WINNOW_BIND to another address, e.g. "

@@ -101,10 +101,15 @@ def test_make_run_starts_embedded_redis_and_the_procfile_then_stops_cleanly(tmp_
         assert _status(first.base + "/api/v1/queue") == 401
 
         # A second `make run` on the same data directory (another web address, as the busy-port error suggests)
-        # is refused: it used to shut the first one's Redis down and take its data over.
+        # is refused: it used to shut the first one's Redis down and take its data over. Also while the first one
+        # restarts its Redis, when there is no state file to find.
+        state_file = data_dir / "redis" / "embedded.json"
+        state_file.rename(state_file.with_suffix(".away"))
         other = subprocess.run([sys.executable, "-m", "service.launcher", "web"], cwd=ROOT, capture_output=True,
                                text=True, timeout=60, env={**first.env, "WINNOW_BIND": f"127.0.0.1:{free_port()}"})
+        state_file.with_suffix(".away").rename(state_file)
         assert other.returncode == 1 and "already running" in other.stderr and "WINNOW_DATA_DIR" in other.stderr
+        assert f"launcher pid {first.proc.pid}" in other.stderr
         assert _status(first.base + "/readyz") == 200
 
         # The embedded Redis killed under it: started again on its port, and Winnow is ready again by itself.
