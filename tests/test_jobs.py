@@ -281,6 +281,23 @@ def test_a_run_in_a_shell_is_the_flight_and_starts_the_follow_up_asked_meanwhile
     assert r.get(keys.RETRAIN_ACTIVE) is None and r.get(keys.RETRAIN_PENDING) is None
 
 
+def test_a_shell_run_that_fails_is_shown_failed_not_unknown(r, settings, backwards_model, monkeypatch):
+    seed_champion(r, settings, backwards_model)
+    store_labels(r, campaign(60, seed=15))
+
+    def failing_train(*args, **kwargs):
+        raise MemoryError("out of memory while fitting")
+
+    monkeypatch.setattr(jobs, "_train", failing_train)
+    with pytest.raises(MemoryError):
+        jobs.run_here(r, settings, reason="shell", full=True)
+    here = jobs.recent_runs(r, 1)[0]["job_id"]
+    status = jobs.job_status(r, here)
+    assert here.startswith("here-") and status["status"] == "failed"
+    assert "out of memory while fitting" in status["error"] and status["ended_at"] and status["reason"] == "shell"
+    assert r.get(keys.RETRAIN_ACTIVE) is None  # the flight ended with it
+
+
 def test_a_shell_run_refuses_while_a_worker_will_run_the_queued_job_else_takes_it_over(r, settings,
                                                                                    backwards_model):
     seed_champion(r, settings, backwards_model)

@@ -282,9 +282,11 @@ def _shell_run_status(redis: redis_lib.Redis, run_id: str) -> dict | None:
     for record in recent_runs(redis, RUNS_KEPT):
         if record.get("job_id") == run_id:
             started, ended = record.get("started_at"), record.get("finished_at")
-            return out | {"status": "finished", "progress": 1.0, "stage": f"done: {record.get('decision')}",
-                          "reason": record.get("reason"), "requested_by": record.get("requested_by"),
-                          "started_at": _iso(_when(started)), "ended_at": _iso(_when(ended)), "result": record}
+            ended_as = {"status": "failed", "stage": "failed", "error": record.get("error")} \
+                if record.get("decision") == "failed" else \
+                {"status": "finished", "stage": f"done: {record.get('decision')}", "result": record}
+            return out | {"progress": 1.0, "reason": record.get("reason"), "requested_by": record.get("requested_by"),
+                          "started_at": _iso(_when(started)), "ended_at": _iso(_when(ended))} | ended_as
     if _text(redis.get(keys.RETRAIN_ACTIVE)) == run_id and _flight_state(redis, run_id) == "running":
         return out | {"status": "started"}
     return None
@@ -445,14 +447,32 @@ def run_here(redis: redis_lib.Redis, settings: Settings, *, reason: str = "manua
         claimed = _in_flight_transaction(redis, decide)
         if claimed != here:
             raise RetrainBusy(f"retrain {claimed} is queued or running")
+        started = time.time()
         try:
             return _run_locked(redis, settings, lease, None, None, reason, requested_by, full, run_id=here)
+        except BaseException as exc:  # a crash or Ctrl-C: the run's record says so (a worker's job keeps its own)
+            _record_failed_run(redis, here, reason, requested_by, started, exc)
+            raise
         finally:
             follow_up = _finish_flight(redis, settings, here)
             if follow_up:
                 log.info("retrain %s ended; follow-up %s enqueued", here, follow_up)
     finally:
         lease.release()
+
+
+def _record_failed_run(redis: redis_lib.Redis, run_id: str, reason: str, requested_by: str | None, started: float,
+                       exc: BaseException) -> None:
+    error = f"{type(exc).__name__}: {exc}".strip().rstrip(":") if str(exc) else type(exc).__name__
+    record = {"job_id": run_id, "reason": reason, "requested_by": requested_by, "started_at": started,
+              "finished_at": time.time(), "decision": "failed", "why": error, "error": error}
+    try:
+        with redis.pipeline(transaction=False) as pipe:
+            pipe.lpush(keys.RETRAIN_RUNS, json.dumps(record))
+            pipe.ltrim(keys.RETRAIN_RUNS, 0, RUNS_KEPT - 1)
+            pipe.execute()
+    except redis_lib.RedisError:  # Redis itself is what failed: nothing to record it in
+        pass
 
 
 def _run_locked(redis: redis_lib.Redis, settings: Settings, lease: "_Lease", job: Job | None, site: str | None,
