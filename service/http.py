@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterable
 
 import orjson
 import redis
-from flask import Flask, Response, jsonify, request
+from flask import Flask, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from training.schema import ContentTooLarge, ValidationError, check_text, is_text, unique_members
@@ -163,9 +163,16 @@ def _validation_error(exc: ValidationError) -> Response:
     return error_response(status, code, f"{exc.field}: {exc.message}", field=exc.field)
 
 
+PAGE_ERRORS = "winnow.page_errors"  # app.extensions: renderers of HTML error pages, each for the paths it claims
+
+
 def _http_error(exc: HTTPException) -> Response | HTTPException:
     if exc.code is None or exc.code < 400:  # routing redirects are HTTPExceptions too
         return exc
+    for render in current_app.extensions.get(PAGE_ERRORS, ()):  # a person's browser asked (the console's pages)
+        page = render(exc)
+        if page is not None:
+            return page
     kept = [(h, v) for h, v in exc.get_response().headers.items() if h in _KEPT_HEADERS]
     field = "body" if isinstance(exc, RequestEntityTooLarge) else None
     message = exc.description or exc.name

@@ -210,8 +210,12 @@ def test_state_changes_need_the_csrf_header_and_sign_out_ends_the_session(app, k
     expired = client.post("/moderate/sign-out", data={})
     assert expired.status_code == 400  # sign-out itself needs the token
     assert expired.mimetype == "text/html" and b"This form has expired" in expired.data  # a page, for a person
-    lost = client.get("/moderate/nope")
-    assert lost.status_code == 404 and lost.mimetype == "text/html" and b"No such page" in lost.data
+    for path in ("/moderate/nope", "/moderate/queue/", "/moderate/a/b"):  # routing errors too
+        lost = client.get(path)
+        assert lost.status_code == 404 and lost.mimetype == "text/html" and b"No such page" in lost.data, path
+    wrong = client.put("/moderate/sign-in")
+    assert wrong.status_code == 405 and wrong.mimetype == "text/html" and "GET" in wrong.headers["Allow"]
+    assert client.get("/moderate/static/nope.js").status_code == 404
     assert client.get("/moderate/api/nope").mimetype == "application/json"  # the console's API stays JSON
     r = client.post("/moderate/sign-out", data={"csrf": csrf})
     assert r.status_code == 303 and r.headers["Location"].endswith("/moderate/sign-in")

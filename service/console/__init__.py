@@ -9,10 +9,12 @@ from flask import Flask
 
 from service.console import session
 from service.console.data import api
-from service.console.views import bp
+from service.console.views import bp, page_error
+from service.http import PAGE_ERRORS
 
 
 def init_app(app: Flask, *, secure_cookies: bool = False) -> None:
     session.init_app(app, secure=secure_cookies)
     app.register_blueprint(bp)
     app.register_blueprint(api)
+    app.extensions.setdefault(PAGE_ERRORS, []).append(page_error)

@@ -119,11 +119,17 @@ _PAGE_ERRORS = {400: ("This form has expired", "The page was open too long or yo
                 404: ("No such page", "The console has no page at this address.")}
 
 
-@bp.errorhandler(HTTPException)
 def page_error(exc: HTTPException):
-    """A person's browser asked: an HTML page with a way back, not the JSON API's error."""
+    """An error on a console page (not its JSON API, not its static files), routing errors included: a person's
+    browser asked, so an HTML page with a way back rather than the JSON API's error. None for any other path."""
+    path = request.path
+    if not (path == bp.url_prefix or path.startswith(bp.url_prefix + "/")) \
+            or path.startswith((bp.url_prefix + "/api/", bp.url_prefix + "/static/")):
+        return None
     heading, message = _PAGE_ERRORS.get(exc.code or 500, (exc.name, exc.description or exc.name))
-    return render_template("console/error.html", title=heading, heading=heading, message=message), exc.code or 500
+    headers = {h: v for h, v in exc.get_response().headers.items() if h in ("Allow", "Retry-After")}
+    return render_template("console/error.html", title=heading, heading=heading, message=message), \
+        exc.code or 500, headers
 
 
 @bp.errorhandler(redis.RedisError)
