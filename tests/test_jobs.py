@@ -508,18 +508,27 @@ def test_the_schedule_is_data_rq_cron_accepts(r, settings):
 
 
 def test_a_small_deployment_refits_on_every_label_rather_than_updating(r, settings, backwards_model):
-    """Up to WINNOW_UPDATE_ABOVE_LABELS (2,000 by default) a refit takes seconds and learns a new campaign from its
-    few dozen labels better than an update: the same state as the test below refits, and says why."""
+    """Up to WINNOW_UPDATE_ABOVE_LABELS (8,000 by default, the exact fit's range) a refit takes seconds and learns a
+    new campaign from its few dozen labels better than an update: the same state as the test below refits, and says
+    why. It fits with the serving model's own settings; the nightly refit chooses them again."""
     small = dataclasses.replace(settings, update_above_labels=Settings().update_above_labels)
-    assert small.update_above_labels == 2000
+    assert small.update_above_labels == 8000
     seed_champion(r, small, backwards_model)
     store_labels(r, campaign(300, seed=16))
-    assert jobs.run_retrain(r, small)["mode"] == "full"
+    first = jobs.run_retrain(r, small)
+    assert first["mode"] == "full" and "settings" not in first  # a starter-like champion: settings chosen
+    chosen = Registry.from_settings(r, small).load(first["challenger_version"]).meta["classifier"]
     store_labels(r, [(c.replace(content=c.content.replace("glimmerwave", "zentrofix")), label)
                      for c, label in campaign(30, seed=17, start=1000)], start_at=1_700_000_000.0 + 1000)
     record = jobs.run_retrain(r, small, reason="new wave")
     assert record["mode"] == "full" and record["decision"] == "promote", record
-    assert "330 labels in all, not above WINNOW_UPDATE_ABOVE_LABELS (2000)" in record["incremental_declined"]
+    assert "330 labels in all, not above WINNOW_UPDATE_ABOVE_LABELS (8000)" in record["incremental_declined"]
+    assert record["settings"].startswith(f"the serving model's (C {float(chosen['C']):g}")
+    refit = Registry.from_settings(r, small).load(record["challenger_version"]).meta["classifier"]
+    assert (refit["C"], refit["nb_mix"]) == (chosen["C"], chosen["nb_mix"]) and not refit.get("C_cv_log_loss")
+    store_labels(r, list(campaign(40, seed=18, start=2000)), start_at=1_700_000_000.0 + 2000)
+    nightly = jobs.run_retrain(r, small, reason="schedule", full=True)
+    assert nightly["mode"] == "full" and "settings" not in nightly  # chosen afresh
 
 
 def test_a_few_new_labels_update_the_champion_incrementally(r, settings, backwards_model):
@@ -565,9 +574,9 @@ def test_starter_corpora_join_as_a_lighter_base_or_are_skipped_when_absent(r, se
     seen = []
     real_train = jobs._train
 
-    def recording_train(comments, y, weights, C=None):
+    def recording_train(comments, y, weights, **settings):
         seen.append(None if weights is None else sorted(set(weights.round(4))))
-        return real_train(comments, y, weights, C=C)
+        return real_train(comments, y, weights, **settings)
 
     monkeypatch.setattr(jobs, "_train", recording_train)
     base = [(c, label) for c, label in campaign(20, seed=20, start=5000)]

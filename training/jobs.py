@@ -509,6 +509,7 @@ class _Retrain:
         self.registry = Registry.from_settings(redis, settings)
         self.started = time.time()
         self.C: float | None = None
+        self.nb_mix: float | None | str = "auto"  # the exact fit's column scaling: "auto" chooses it
         self.cv = False
         self.shared = None  # every comment featurised once, for runs large enough to fit by SGD
         self.timings: dict[str, float] = {}
@@ -567,6 +568,8 @@ class _Retrain:
         n_eval, cv = plan, self.cv
         eval_idx = np.arange(n - n_eval, n)  # examples are sorted by label time, oldest first
         y_eval = data.y[eval_idx]
+        if not (cv or self.full) and n + len(data.base_comments) <= _exact_max():
+            self._reuse_settings(champion, champion_info)
 
         if not cv and n + len(data.base_comments) > _exact_max():
             self._progress("extracting features", 0.2)
@@ -642,6 +645,20 @@ class _Retrain:
                                         f"data; need {MIN_EVAL} to compare the two fairly")
         counts["eval"] = int(n_eval)
         return n_eval
+
+    def _reuse_settings(self, champion, champion_info: dict) -> None:
+        """A refit that is not the nightly one fits with the serving model's own regularisation and column scaling
+        when the champion was fitted the same way (the exact fit), instead of choosing them again by
+        cross-validation: the choice is most of an exact fit's time (seconds against tens of seconds at a few
+        thousand labels), and settings move slowly; the nightly refit chooses them afresh."""
+        classifier = (getattr(champion, "meta", None) or {}).get("classifier") or {}
+        if champion_info.get("kind") != "retrain" or classifier.get("type") != "LinearSVC" \
+                or classifier.get("C") is None or "nb_mix" not in classifier:
+            return
+        self.C, self.nb_mix = float(classifier["C"]), classifier["nb_mix"]
+        columns = "plain" if self.nb_mix is None else "NB-scaled"
+        self.record["settings"] = (f"the serving model's (C {self.C:g}, {columns} columns); the nightly refit "
+                                   "chooses them again")
 
     def _count_again(self, unseen: int) -> None:
         """A skipped run learned nothing from the labels the champion has not seen: they count towards the next
@@ -859,10 +876,13 @@ class _Retrain:
         else:
             if self.C is None and len(y) > C_SEARCH_SAMPLE:
                 self.C = self._choose_c(comments, y, weights)
-            model = _train(comments, y, weights, C=self.C)
+            model = _train(comments, y, weights, C=self.C, nb_mix=self.nb_mix)
         if self.C is None and not self.cv:
-            # One regularisation choice serves both fits of a run: the final fit only adds the newest labels.
+            # One choice of settings serves both fits of a run: the final fit only adds the newest labels.
             self.C = _model_c(model)
+            classifier = (getattr(model, "meta", None) or {}).get("classifier") or {}
+            if "nb_mix" in classifier:  # the exact fit's column scaling (the many-labels fit has none)
+                self.nb_mix = classifier["nb_mix"]
         self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - started
         self.lease.check()
         return model
@@ -1022,10 +1042,11 @@ def _plain(value):
 
 
 # ---- calls into the model core (kept together so its API shows in one place) ---------------------------------------
-def _train(comments: Sequence, y: np.ndarray, sample_weight: np.ndarray | None, C: float | None = None):
+def _train(comments: Sequence, y: np.ndarray, sample_weight: np.ndarray | None, C: float | None = None,
+           nb_mix: float | None | str = "auto"):
     from training.model import train
 
-    return train(comments, np.asarray(y, dtype=np.int64), sample_weight=sample_weight, C=C)
+    return train(comments, np.asarray(y, dtype=np.int64), sample_weight=sample_weight, C=C, nb_mix=nb_mix)
 
 
 def _exact_max() -> int:
