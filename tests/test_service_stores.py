@@ -223,6 +223,59 @@ def test_a_labelled_comment_checked_again_stays_out_of_the_queue_until_its_label
     assert labels.remove("c0005", by="mo") is not None
     store.settle(store.get("c0005"))
     assert queued() == ["c0005"]
+    # The last standing label taken back: the comment returns, at its newest check.
+    assert labels.remove("c0001", by="mo") is not None
+    assert queued() == ["c0005", "c0006"]
+
+
+def test_an_undo_requeues_the_comment_even_after_its_labelled_check_expired(r, monkeypatch):
+    """Rechecks keep a labelled comment settled past its labelled check's retention: taking that label back puts the
+    comment's newest check in the queue, and nothing while another label of the comment stands, however the undo's
+    own reads interleave with a colleague's label."""
+    from training import labels as label_store
+    from training.labels import LabelStore
+
+    store, labels = CheckStore(r), LabelStore(r)
+
+    def check(i: int, content: str) -> CheckRecord:
+        return dataclasses.replace(record(i), comment=Comment(content=content))
+
+    def label(check_id: str, value: str) -> None:
+        labels.put(label_store.for_check(store.get(check_id), value, by="mo"))
+        store.settle(store.get(check_id))
+
+    store.write([check(1, "kept")])
+    label("c0001", "ham")
+    store.write([check(2, "kept")])
+    r.delete(rediskeys.CHECK.format(id="c0001"))  # past its retention; its label stays
+    assert labels.remove("c0001", by="mo") is not None
+    assert [c.id for c in store.queue()[0]] == ["c0002"]
+    # A colleague labels the newest check between the undo's look and its script: it stays out of the queue.
+    label("c0002", "spam")
+    store.write([check(3, "kept")])
+    label("c0003", "spam")
+    found = labels._requeued
+    monkeypatch.setattr(labels, "_requeued", lambda rec: store.get("c0003"))  # what it read before the label
+    assert labels.remove("c0002", by="mo") is not None
+    monkeypatch.setattr(labels, "_requeued", found)
+    assert store.queue()[0] == []
+
+
+def test_a_comment_labelled_before_the_settled_sets_stays_out_when_checked_again(r):
+    """Deployments settled a labelled comment by naming its labelled check as the comment's newest: a recheck after
+    the upgrade finds that label and is not queued."""
+    from training import labels as label_store
+    from training.checks import same_comment_key
+    from training.labels import LabelStore
+
+    store = CheckStore(r)
+    first = dataclasses.replace(record(1), comment=Comment(content="old"))
+    store.write([first])
+    LabelStore(r).put(label_store.for_check(first, "spam", by="mo"))
+    r.delete(settled_key(first))  # as written before the settled sets
+    assert r.get(same_comment_key(first)) == b"c0001"
+    store.write([dataclasses.replace(record(2), comment=Comment(content="old"))])
+    assert store.queue()[0] == [] and r.sismember(settled_key(first), "c0001")
 
 
 def test_trim_drops_expired_checks_from_every_queue_index(r):

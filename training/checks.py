@@ -141,16 +141,16 @@ def same_comment_key(record: CheckRecord) -> str:
 
 
 def comment_key(site: str, c: Comment) -> str:
-    return rediskeys.SAME_COMMENT.format(digest=_digest(site, c))
+    return rediskeys.SAME_COMMENT.format(digest=comment_digest(site, c))
 
 
 def settled_key(record: CheckRecord) -> str:
     """The set of a comment's checks that were given a label: while one of those labels stands, the comment is
     settled and a new check of it is not queued."""
-    return rediskeys.SETTLED.format(digest=_digest(record.site, record.comment))
+    return rediskeys.SETTLED.format(digest=comment_digest(record.site, record.comment))
 
 
-def _digest(site: str, c: Comment) -> str:
+def comment_digest(site: str, c: Comment) -> str:
     return hashlib.blake2b(orjson.dumps([site, c.author, c.author_email, c.user_ip, c.permalink, c.content]),
                            digest_size=16).hexdigest()
 
@@ -175,6 +175,10 @@ local n = #KEYS / 2
 for i = 1, n do
   local id, site = ARGV[4 + 2 * i], ARGV[5 + 2 * i]
   local current = redis.call('GET', KEYS[i])
+  if current and current ~= id and redis.call('EXISTS', label_prefix .. current) == 1 then
+    -- a labelled newest check settles the comment (also as deployments wrote it before the settled sets)
+    redis.call('SADD', KEYS[n + i], current)
+  end
   if (not current) or current < id then
     redis.call('SET', KEYS[i], id, 'EX', ttl)
     if current then unqueue(current, site) end
@@ -409,6 +413,17 @@ class CheckStore:
         was queued and is still kept: what a report that does not name its check is about."""
         newest = self.redis.get(comment_key(site, comment))
         return self.get(newest.decode()) if newest is not None else None
+
+    def standing_labels_of(self, record: CheckRecord) -> list[str]:
+        """Ids of the labels given to checks of this record's comment that still stand, newest first: a report
+        about the comment changes the newest of them rather than adding another label of the same comment."""
+        members = sorted((m.decode() for m in self.redis.smembers(settled_key(record))), reverse=True)
+        if not members:
+            return []
+        with self.redis.pipeline(transaction=False) as pipe:
+            for m in members:
+                pipe.exists(rediskeys.LABEL.format(id=m))
+            return [m for m, standing in zip(members, pipe.execute()) if standing]
 
     def queue_size(self, *, site: str | None = None, verdict: str | None = None) -> int:
         return self.redis.zcard(rediskeys.QUEUE.format(verdict=verdict or "all", site=site or ALL_SITES))

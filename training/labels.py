@@ -18,7 +18,7 @@ import orjson
 import redis
 
 from training import activity, pages, rediskeys
-from training.checks import (ALL_SITES, CheckRecord, queue_keys, same_comment_key, settled_key, stored_comment,
+from training.checks import (ALL_SITES, CheckRecord, comment_digest, comment_key, queue_keys, stored_comment,
                              uncertainty)
 from training.schema import LABELS, Comment
 
@@ -80,8 +80,10 @@ return {old or '', now}
 #       idx spam/*, then (when a check goes back in the queue) that check's hash, the set naming the queue indices,
 #       its queue indices and the queue's time index.
 # ARGV: id, audit entry without "at", "from" and its closing brace, queue rank, the label expected now, the
-# stamp it must carry ("" for any) and the id of the check that goes back in the queue. Stamped with Redis's clock, as puts. When the condition does not hold, nothing
-# changes and the answer is {current label, who labelled it}.
+# stamp it must carry ("" for any), the id of the check that goes back in the queue, the label key prefix and the
+# comment's settled set ("" for a label given with its content): the check stays out while another label of the
+# comment stands, checked here, atomically with the undo. Stamped with Redis's clock, as puts. When the condition
+# does not hold, nothing changes and the answer is {current label, who labelled it}.
 _REMOVE = """
 local old = redis.call('HGET', KEYS[1], 'label')
 if not old then return false end
@@ -96,6 +98,13 @@ local now = t[1] .. '.' .. string.format('%06d', tonumber(t[2]))
 redis.call('RPUSH', KEYS[2], ARGV[2] .. ',"at":' .. now .. ',"from":"' .. old .. '"}')
 if #KEYS > 10 then
   local created = redis.call('HGET', KEYS[10], 'created_at')
+  -- Not while another label of the comment stands (a label on another of its checks settles it).
+  if ARGV[6] ~= ARGV[1] and redis.call('EXISTS', ARGV[7] .. ARGV[6]) == 1 then created = false end
+  if created and ARGV[8] ~= '' then
+    for _, m in ipairs(redis.call('SMEMBERS', ARGV[8])) do
+      if m ~= ARGV[1] and redis.call('EXISTS', ARGV[7] .. m) == 1 then created = false break end
+    end
+  end
   if created then
     for i = 12, #KEYS - 1 do
       redis.call('ZADD', KEYS[i], ARGV[3], ARGV[6])
@@ -284,8 +293,11 @@ class LabelStore:
         audit = json.dumps({"by": by, "to": None, "source": source, "site": record.site})[:-1]
         rank = uncertainty(requeued.score if requeued is not None and requeued.score is not None else 0.5)
         stamp = "" if expect_at is None or not expect else repr(float(expect_at))
+        settled = (rediskeys.SETTLED.format(digest=comment_digest(record.site, record.comment))
+                   if record.check_id else "")
         old = self._remove(keys=keys, args=[record.id, audit, repr(rank), expect, stamp,
-                                            requeued.id if requeued is not None else ""])
+                                            requeued.id if requeued is not None else "",
+                                            rediskeys.LABEL.format(id=""), settled])
         if not old:
             return None
         if isinstance(old, list):
@@ -293,36 +305,25 @@ class LabelStore:
         return dataclasses.replace(record, previous=old.decode() if isinstance(old, bytes) else old)
 
     def _requeued(self, record: LabelRecord) -> CheckRecord | LabelRecord | None:
-        """What taking back this label puts back in the queue: only a check's label does, of a check that was
-        queued (not a trusted author's; test checks are never labelled) and is still kept, and only while no label
-        on another check of the comment settles it. The comment goes back at its newest check: the labelled one, or
-        a newer one when the platform checked it again after the label."""
+        """What taking back this label puts back in the queue, when it is a check's label: the comment's newest check
+        (the labelled one, or a newer one when the platform checked it again after the label; the labelled one may
+        have passed its retention meanwhile), if it was queued (not a trusted author's; test checks are never
+        labelled) and is still kept. The remove script requeues it only while no other label of the comment stands."""
         if not record.check_id:
             return None
-        stored = self.redis.hgetall(rediskeys.CHECK.format(id=record.check_id))
-        if not stored:
-            return None
-        try:
-            check = CheckRecord.from_hash(stored)
-        except (ValueError, KeyError, TypeError):  # unreadable: requeue it as before, a moderator can label it again
-            return record
-        if not check.queued:
-            return None
-        others = [m.decode() for m in self.redis.smembers(settled_key(check))]
-        others = [m for m in others if m not in (check.id, record.id)]
-        if others and self.redis.exists(*(rediskeys.LABEL.format(id=m) for m in others)):
-            return None  # another check's label still settles the comment
-        newest = self.redis.get(same_comment_key(check))
-        newest = newest.decode() if newest is not None else check.id
-        if newest == check.id:
-            return record
-        if self.redis.exists(rediskeys.LABEL.format(id=newest)):
-            return None
-        stored = self.redis.hgetall(rediskeys.CHECK.format(id=newest))
-        try:
-            return CheckRecord.from_hash(stored) if stored else record
-        except (ValueError, KeyError, TypeError):
-            return record
+        newest = self.redis.get(comment_key(record.site, record.comment))
+        candidates = [newest.decode()] if newest is not None else []
+        candidates += [record.check_id] if record.check_id not in candidates else []
+        for check_id in candidates:
+            stored = self.redis.hgetall(rediskeys.CHECK.format(id=check_id))
+            if not stored:
+                continue
+            try:
+                check = CheckRecord.from_hash(stored)
+            except (ValueError, KeyError, TypeError):  # unreadable: requeue it as before, a moderator can label it
+                return record if check_id == record.check_id else None
+            return check if check.queued else None
+        return None
 
     def get(self, label_id: str) -> LabelRecord | None:
         if not label_id or len(label_id) > 64:
