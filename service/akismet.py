@@ -567,7 +567,14 @@ def _submit(label: str) -> Response:
         original = "true" if _answer(check.comment, check.answered, check.discard, record.site)[0] else "false"
         about_test = about_test or check.is_test
         if not (check.is_test or call.is_test):
-            checking.label_check(check.id, label, moderator=moderator, site_scope=record.site, source="akismet")
+            standing = [] if call.guid else checking.standing_labels_of(check)
+            if standing and check.id not in standing:
+                # Labelled already by an earlier check of it (then checked again): that label changes.
+                checking.relabel(standing[0], label, moderator=moderator, site_scope=record.site, source="akismet",
+                                 of_check=True)
+            else:
+                checking.label_check(check.id, label, moderator=moderator, site_scope=record.site,
+                                     source="akismet")
         stored = True
     elif call.guid and not call.is_test:
         # The check is past its retention, but a submission about it may have labelled it then: that label is

@@ -197,6 +197,14 @@ def newest_check_of(comment: Comment, *, site: str) -> CheckRecord | None:
         raise StoreUnavailable(str(exc)) from exc
 
 
+def standing_labels_of(check: CheckRecord) -> list[str]:
+    """Ids of the standing labels of the check's comment (given by any of its checks), newest first."""
+    try:
+        return services().checks.standing_labels_of(check)
+    except redis.RedisError as exc:
+        raise StoreUnavailable(str(exc)) from exc
+
+
 def label_check(check_id: str, label: str, *, moderator: KeyRecord | str, site_scope: str | None,
                 source: str = "api", expect: str = "", expect_at: float | None = None) -> LabelRecord:
     """Label a stored check by id (relabel allowed, audited); returns the stored label once Redis has it.

@@ -339,6 +339,13 @@ def test_a_report_without_guid_labels_the_check_of_the_same_comment(client, app)
     assert check is not None and check.comment.content == fields["comment_content"]
     assert svc.labels.count(BLOG) == labels_before + 1
     assert check.id not in {q.id for q in svc.checks.queue(site=BLOG, limit=500)[0]}
+    # Checked again ("Check for Spam"), then reported again without a guid: the label it has changes.
+    assert client.comment_check(IP, **fields) in (akismet.CheckResponse.HAM, akismet.CheckResponse.SPAM)
+    assert client.submit_ham(IP, **fields) is True
+    _flush(app)
+    assert svc.labels.count(BLOG) == labels_before + 1 and svc.labels.get(check.id).label == "ham"
+    assert not [q for q in svc.checks.queue(site=BLOG, limit=500)[0] if q.comment.content == fields["comment_content"]]
+    assert client.submit_spam(IP, **fields) is True
     # Other fields (another author) make another comment: a label of its own, given with its content.
     assert client.submit_spam(IP, **{**fields, "comment_author": "Someone else"}) is True
     assert svc.labels.count(BLOG) == labels_before + 2 and svc.labels.get(check.id).label == "spam"
