@@ -13,6 +13,7 @@ WINNOW_REDIS_PORT (embedded Redis port, default 6390; another free port is used 
 from __future__ import annotations
 
 import fcntl
+import functools
 import json
 import os
 import shutil
@@ -72,6 +73,23 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process: alive
+        return True
+    return True
+
+
+def _close_quietly(fd: int) -> None:
+    try:
+        os.close(fd)
+    except OSError:
+        pass
 
 
 class EmbeddedRedis:
@@ -180,14 +198,22 @@ class EmbeddedRedis:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
             os.close(fd)
-            raise LaunchError(f"Winnow is already running on {self.data_dir.parent} (launcher pid {holder}); stop "
-                              "it first (Ctrl-C where it runs), or give this one a data directory of its own with "
-                              "WINNOW_DATA_DIR") from None
+            if holder.isdigit() and _alive(int(holder)):
+                raise LaunchError(f"Winnow is already running on {self.data_dir.parent} (launcher pid {holder}); "
+                                  "stop it first (Ctrl-C where it runs), or give this one a data directory of its own "
+                                  "with WINNOW_DATA_DIR") from None
+            raise LaunchError(f"the processes of a Winnow launcher that was killed (pid {holder or 'unknown'}) still "
+                              f"hold {self.data_dir.parent}: stop them first (its gunicorn, rq worker and clock), or "
+                              "give this one a data directory of its own with WINNOW_DATA_DIR") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
-        self._lock_fd = fd  # kept open (and locked) until the process exits; children do not inherit it
+        # Kept open (and locked) until the process exits. Programs it starts do not inherit the descriptor (it is
+        # close-on-exec); processes forked from it (honcho's runners) close their copy, so the lock ends with the
+        # launcher itself.
+        self._lock_fd = fd
+        os.register_at_fork(after_in_child=functools.partial(_close_quietly, fd))
 
     def _stop_leftover(self) -> None:
         """Shut down an embedded server a killed launcher left running on this data directory (with the lock held,

@@ -31,6 +31,18 @@ def _status(url: str, token: str | None = None) -> int:
         return exc.code
 
 
+def _holders(path: Path) -> set[int]:
+    """Processes with the file open (Linux /proc)."""
+    target, found = str(path.resolve()), set()
+    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+        try:
+            if any(os.readlink(fd) == target for fd in fd_dir.iterdir()):
+                found.add(int(fd_dir.parent.name))
+        except OSError:  # gone, or not ours to read
+            continue
+    return found
+
+
 class Launcher:
     def __init__(self, data_dir: Path, redis_port: int, web_port: int, *processes: str, log: Path,
                  redis_url: str | None = None):
@@ -110,6 +122,8 @@ def test_make_run_starts_embedded_redis_and_the_procfile_then_stops_cleanly(tmp_
         state_file.with_suffix(".away").rename(state_file)
         assert other.returncode == 1 and "already running" in other.stderr and "WINNOW_DATA_DIR" in other.stderr
         assert f"launcher pid {first.proc.pid}" in other.stderr
+        # The launcher alone holds the lock: a killed launcher's processes would otherwise keep the directory.
+        assert _holders(data_dir / "redis" / "launcher.lock") == {first.proc.pid}
         assert _status(first.base + "/readyz") == 200
 
         # The embedded Redis killed under it: started again on its port, and Winnow is ready again by itself.
