@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out"
 DATASETS = Path(os.environ.get("WINNOW_SHARED_DIR", ROOT.parent / "shared")) / "datasets"
 
-SERVED_SIZES = [1_000, 5_000, 7_900, 10_000, 100_000]  # both sides of WINNOW_UPDATE_ABOVE_LABELS
+SERVED_SIZES = [1_000, 7_900, 10_000, 100_000, 200_000]  # both sides of 8,000 (exact fit) and of 150,000
 FULL_SIZES = [5_000, 100_000, 1_000_000]
 REPEATS, REPEAT_FROM = 3, 1_000_000  # full retrains of at least REPEAT_FROM labels are timed this many times
 NEW_LABELS = 50                 # the default retrain_after_labels: the batch that triggers a retrain

@@ -508,11 +508,11 @@ def test_the_schedule_is_data_rq_cron_accepts(r, settings):
 
 
 def test_a_small_deployment_refits_on_every_label_rather_than_updating(r, settings, backwards_model):
-    """Up to WINNOW_UPDATE_ABOVE_LABELS (8,000 by default, the exact fit's range) a refit takes seconds and learns a
-    new campaign from its few dozen labels better than an update: the same state as the test below refits, and says
-    why. It fits with the serving model's own settings; the nightly refit chooses them again."""
+    """Up to WINNOW_UPDATE_ABOVE_LABELS (150,000 by default) a refit takes under a minute and learns a new campaign
+    from its few dozen labels better than an update: the same state as the test below refits, and says why. It fits
+    with the serving model's own settings; the nightly refit chooses them again."""
     small = dataclasses.replace(settings, update_above_labels=Settings().update_above_labels)
-    assert small.update_above_labels == 8000
+    assert small.update_above_labels == 150_000
     seed_champion(r, small, backwards_model)
     store_labels(r, campaign(300, seed=16))
     first = jobs.run_retrain(r, small)
@@ -522,7 +522,7 @@ def test_a_small_deployment_refits_on_every_label_rather_than_updating(r, settin
                      for c, label in campaign(30, seed=17, start=1000)], start_at=1_700_000_000.0 + 1000)
     record = jobs.run_retrain(r, small, reason="new wave")
     assert record["mode"] == "full" and record["decision"] == "promote", record
-    assert "330 labels in all, not above WINNOW_UPDATE_ABOVE_LABELS (8000)" in record["incremental_declined"]
+    assert "330 labels in all, not above WINNOW_UPDATE_ABOVE_LABELS (150000)" in record["incremental_declined"]
     assert record["settings"].startswith(f"the serving model's (C {float(chosen['C']):g}")
     refit = Registry.from_settings(r, small).load(record["challenger_version"]).meta["classifier"]
     assert (refit["C"], refit["nb_mix"]) == (chosen["C"], chosen["nb_mix"]) and not refit.get("C_cv_log_loss")
