@@ -277,7 +277,8 @@ class LabelStore:
     def remove(self, label_id: str, *, by: str, source: str = "console", expect: str = "",
                expect_at: float | None = None) -> LabelRecord | None:
         """Take a label back (a moderator's undo): it stops being training data, the audit trail says who took it
-        back, and a check's label puts the check back in the queue. None when there was no such label; with
+        back, and a check's label puts its comment back in the queue (at its newest check, unless another label of
+        the comment stands). None when there was no such label; with
         `expect` (the label it must have now), LabelConflict when it has another and nothing changes."""
         record = self.get(label_id)
         if record is None:
