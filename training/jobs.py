@@ -647,10 +647,11 @@ class _Retrain:
         return n_eval
 
     def _reuse_settings(self, champion, champion_info: dict) -> None:
-        """A refit that is not the nightly one fits with the serving model's own regularisation and column scaling
-        when the champion was fitted the same way (the exact fit), instead of choosing them again by
-        cross-validation: the choice is most of an exact fit's time (seconds against tens of seconds at a few
-        thousand labels), and settings move slowly; the nightly refit chooses them afresh."""
+        """A refit that is not a full one (the nightly refit, or one asked for with --full) fits with the serving
+        model's own regularisation and column scaling when the champion was fitted the same way (the exact fit),
+        instead of choosing them again by cross-validation: the choice is most of an exact fit's time (seconds
+        against tens of seconds at a few thousand labels), and settings move slowly; a full refit chooses them
+        afresh."""
         classifier = (getattr(champion, "meta", None) or {}).get("classifier") or {}
         if champion_info.get("kind") != "retrain" or classifier.get("type") != "LinearSVC" \
                 or classifier.get("C") is None or "nb_mix" not in classifier:
