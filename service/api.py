@@ -11,6 +11,7 @@ import math
 from typing import Any, Callable, Iterator
 
 import orjson
+import redis
 from flask import Blueprint, Flask, Response, g, jsonify, request, stream_with_context
 
 from service import checking
@@ -214,9 +215,13 @@ def _site_warnings(site: str) -> list[str]:
     """Settings apply to checks of exactly this site: say so when nothing is known by that name (a bare host is
     read as https, while a key's site may be http), naming the known site it most likely means."""
     svc = services()
-    keyed = {r.site for r in svc.keys.list() if r.site}
-    if site in keyed or site in activity.sites_seen(svc.redis):
-        return []
+    try:
+        keyed = {r.site for r in svc.keys.list() if r.site}
+        if site in keyed or site in activity.sites_seen(svc.redis):
+            return []
+    except redis.RedisError:  # the settings themselves were read or stored: answer them, and say what is unknown
+        return ["whether a key, check or label is known for this site could not be looked up: the data store is "
+                "unavailable"]
     _, _, rest = site.partition("://")
     alike = sorted(k for k in keyed if k.partition("://")[2] == rest)
     hint = f"; did you mean {' or '.join(alike)}?" if alike else ""

@@ -461,6 +461,24 @@ def test_settings_for_a_site_nothing_is_known_by_say_so(api):
     assert "https://nope.example" in warning and "did you mean" not in warning
 
 
+def test_settings_stored_are_answered_even_when_the_lookup_for_warnings_fails(api, monkeypatch):
+    """The settings were stored: a Redis error while looking up keys and checks for the warning must not turn the
+    answer into a 503 that says nothing was stored."""
+    import redis as redis_lib
+
+    from training import activity
+
+    def down(*args, **kwargs):
+        raise redis_lib.ConnectionError("gone")
+
+    monkeypatch.setattr(activity, "sites_seen", down)
+    put = api("PUT", "/api/v1/sites/http://fresh.example/settings", "admin", {"shadow": True})
+    assert put.status_code == 200 and put.get_json()["shadow"] is True
+    assert "could not be looked up" in put.get_json()["warnings"][0]
+    monkeypatch.undo()
+    assert api("GET", "/api/v1/sites/http://fresh.example/settings", "admin").get_json()["shadow"] is True
+
+
 def test_a_filled_honeypot_is_spam_whatever_the_text(api):
     """The site's hidden field filled in is a bot: the model has never seen the signal in its training data, so
     the policy answers it, and says so first among the reasons."""
